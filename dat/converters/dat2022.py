@@ -1,0 +1,191 @@
+"""Convert checkpoints of the 2022 DAT release to this package's parameter names.
+
+A 2022 checkpoint is ``{"model": state_dict}`` with keys such as
+``stages.2.attns.1.proj_q.weight``. The result is an mmpretrain ``ImageClassifier`` state
+dict: ``backbone.*`` (a :class:`dat.models.DAT`) and ``head.fc.*``.
+
+Every key goes through one table of renames, :data:`RENAMES`. The architecture is read off
+the checkpoint itself (:func:`infer_arch`), a model of that architecture is built, and the
+converted keys must match its keys and shapes exactly, so a missing, unknown or mis-shaped
+key stops the conversion with its name.
+"""
+import math
+import re
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def _squeeze_1x1(t: Tensor) -> Tensor:
+    """A 1x1 conv weight (C_out, C_in, 1, 1) as a linear weight (C_out, C_in)."""
+    return t.flatten(1) if t.dim() == 4 else t
+
+
+_ATTN = r'^stages\.(?P<i>\d)\.attns\.(?P<j>\d+)\.'
+_BLOCK = 'backbone.stages.{i}.blocks.{j}.'
+
+#: (2022 key pattern, our key template or None to drop, tensor transform or None).
+#: Templates are ``str.format`` strings over the pattern's named groups; ``{j2}`` is the
+#: block index of a ``layer_norms`` entry (two norms per block), ``{n}`` its norm number
+#: and ``{i1}`` the stage that a ``down_projs`` entry leads into.
+RENAMES: List[Tuple[str, Optional[str], Optional[Callable[[Tensor], Tensor]]]] = [
+    (r'^patch_proj\.0\.(?P<p>weight|bias)$', 'backbone.patch_embed.proj.{p}', None),
+    (r'^patch_proj\.1\.norm\.(?P<p>weight|bias)$', 'backbone.patch_embed.norm.{p}', None),
+    (r'^down_projs\.(?P<i>\d)\.0\.weight$', 'backbone.stages.{i1}.downsample.proj.weight', None),
+    (r'^down_projs\.(?P<i>\d)\.1\.norm\.(?P<p>weight|bias)$',
+     'backbone.stages.{i1}.downsample.norm.{p}', None),
+    (r'^stages\.(?P<i>\d)\.layer_norms\.(?P<j>\d+)\.norm\.(?P<p>weight|bias)$',
+     'backbone.stages.{i}.blocks.{j2}.norm{n}.{p}', None),
+    (r'^stages\.(?P<i>\d)\.mlps\.(?P<j>\d+)\.chunk\.linear(?P<k>[12])\.(?P<p>weight|bias)$',
+     _BLOCK + 'mlp.fc{k}.{p}', None),
+    # L and S blocks
+    (_ATTN + r'proj_qkv\.(?P<p>weight|bias)$', _BLOCK + 'attn.qkv.{p}', None),
+    (_ATTN + r'relative_position_bias_table$', _BLOCK + 'attn.relative_position_bias_table',
+     None),
+    (_ATTN + r'(relative_position_index|attn_mask)$', None, None),  # rebuilt at run time
+    # D blocks: 1x1 convs become linear layers on channels-last tokens
+    (_ATTN + r'proj_(?P<q>[qkv])\.(?P<p>weight|bias)$', _BLOCK + 'attn.{q}.{p}', _squeeze_1x1),
+    (_ATTN + r'conv_offset\.0\.(?P<p>weight|bias)$', _BLOCK + 'attn.offset.dwconv.{p}', None),
+    (_ATTN + r'conv_offset\.1\.norm\.(?P<p>weight|bias)$', _BLOCK + 'attn.offset.norm.{p}',
+     None),
+    (_ATTN + r'conv_offset\.3\.weight$', _BLOCK + 'attn.offset.proj.weight', None),
+    (_ATTN + r'rpe_table$', _BLOCK + 'attn.rpe_table', None),
+    # proj_out is a Linear in L/S blocks and a 1x1 conv in D blocks
+    (_ATTN + r'proj_out\.(?P<p>weight|bias)$', _BLOCK + 'attn.proj.{p}', _squeeze_1x1),
+    # classifier
+    (r'^cls_norm\.norm\.(?P<p>weight|bias)$', 'backbone.norm3.{p}', None),
+    (r'^cls_head\.(?P<p>weight|bias)$', 'head.fc.{p}', None),
+]
+_COMPILED = [(re.compile(p), t, f) for p, t, f in RENAMES]
+
+
+class ConversionError(ValueError):
+    """The checkpoint does not fit the 2022 DAT layout."""
+
+
+def rename_key(key: str) -> Tuple[Optional[str], Optional[Callable]]:
+    """Our name for a 2022 key (None for dropped buffers) and the tensor transform.
+
+    Raises:
+        ConversionError: if no rule matches the key.
+    """
+    for pattern, template, transform in _COMPILED:
+        match = pattern.match(key)
+        if match is None:
+            continue
+        if template is None:
+            return None, None
+        fields = match.groupdict()
+        if 'i' in fields:
+            fields['i1'] = int(fields['i']) + 1
+        if 'j' in fields:
+            fields['j2'], fields['n'] = int(fields['j']) // 2, int(fields['j']) % 2 + 1
+        return template.format(**fields), transform
+    raise ConversionError(f'unknown key in the 2022 checkpoint: {key!r}')
+
+
+def _need(state: Dict[str, Tensor], key: str) -> Tensor:
+    if key not in state:
+        raise ConversionError(f'the 2022 checkpoint has no key {key!r}')
+    return state[key]
+
+
+def infer_arch(state: Dict[str, Tensor]) -> Dict:
+    """Read the architecture off a 2022 state dict.
+
+    Returns:
+        dict: ``arch`` (a zoo name or a dict for :class:`dat.models.DAT`), ``img_size``,
+        ``window_size`` (list of 4) and ``num_classes``.
+    """
+    from dat.models import DAT
+
+    arch = dict(embed_dims=[], depths=[], num_heads=[], groups=[], block_types=[])
+    windows, img_size = [], None
+    for i in range(4):
+        prefix = f'stages.{i}.'
+        arch['embed_dims'].append(_need(state, prefix + 'layer_norms.0.norm.weight').shape[0])
+        depth = 1 + max((int(k.split('.')[3]) for k in state
+                         if k.startswith(prefix + 'mlps.')), default=-1)
+        if depth == 0:
+            raise ConversionError(f'the 2022 checkpoint has no keys {prefix}mlps.*')
+        kinds, window, heads, groups = '', None, None, -1
+        for j in range(depth):
+            attn = f'{prefix}attns.{j}.'
+            if attn + 'rpe_table' in state:
+                kinds += 'D'
+                table = state[attn + 'rpe_table']
+                heads = table.shape[0]
+                groups = arch['embed_dims'][i] // _need(
+                    state, attn + 'conv_offset.0.weight').shape[0]
+                if img_size is None:
+                    img_size = (table.shape[1] + 1) // 2 * 4 * 2 ** i
+            else:
+                kinds += 'S' if attn + 'attn_mask' in state else 'L'
+                table = _need(state, attn + 'relative_position_bias_table')
+                heads = table.shape[1]
+                window = (math.isqrt(table.shape[0]) + 1) // 2
+        arch['depths'].append(depth)
+        arch['block_types'].append(kinds)
+        arch['num_heads'].append(heads)
+        arch['groups'].append(groups)
+        windows.append(window if window is not None else 7)
+    num_classes = _need(state, 'cls_head.weight').shape[0]
+    name = next((n for n, s in DAT.arch_zoo.items() if s == arch), None)
+    return dict(arch=name or arch, img_size=img_size or 224, window_size=windows,
+                num_classes=num_classes)
+
+
+def expected_shapes(arch_info: Dict) -> Dict[str, torch.Size]:
+    """Keys and shapes of an ImageClassifier with a DAT backbone of this architecture."""
+    from dat.models import DAT
+
+    with torch.device('meta'):
+        backbone = DAT(arch_info['arch'], img_size=arch_info['img_size'],
+                       window_size=arch_info['window_size'])
+    shapes = {f'backbone.{k}': v.shape for k, v in backbone.state_dict().items()}
+    dim = backbone.num_features[-1]
+    shapes['head.fc.weight'] = torch.Size([arch_info['num_classes'], dim])
+    shapes['head.fc.bias'] = torch.Size([arch_info['num_classes']])
+    return shapes
+
+
+def convert_dat2022(checkpoint: Dict) -> Tuple[Dict[str, Tensor], Dict]:
+    """Convert a 2022 checkpoint (``{"model": state_dict}`` or a bare state dict).
+
+    Returns:
+        tuple: ``(state_dict, arch_info)`` with our keys, and what :func:`infer_arch` found.
+
+    Raises:
+        ConversionError: naming every key that is unknown, missing or of the wrong shape.
+    """
+    state = checkpoint.get('model', checkpoint)
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ConversionError('expected a 2022 DAT checkpoint: {"model": state_dict}')
+    arch_info = infer_arch(state)
+    expected = expected_shapes(arch_info)
+    converted, errors = {}, []
+    for key, value in state.items():
+        try:
+            new_key, transform = rename_key(key)
+        except ConversionError as err:
+            errors.append(str(err))
+            continue
+        if new_key is None:
+            continue
+        value = transform(value) if transform else value
+        if new_key in converted:
+            errors.append(f'{key!r} maps to {new_key!r}, which another key already filled')
+        elif new_key not in expected:
+            errors.append(f'{key!r} maps to {new_key!r}, which the inferred architecture '
+                          'does not have')
+        elif value.shape != expected[new_key]:
+            errors.append(f'{key!r} has shape {tuple(value.shape)}; {new_key!r} needs '
+                          f'{tuple(expected[new_key])}')
+        converted[new_key] = value
+    errors += [f'the checkpoint has nothing for {key!r}' for key in expected
+               if key not in converted]
+    if errors:
+        raise ConversionError('cannot convert this checkpoint:\n  ' + '\n  '.join(errors))
+    return converted, arch_info

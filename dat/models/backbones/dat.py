@@ -1,0 +1,298 @@
+"""DAT: Vision Transformer with Deformable Attention (Xia et al., CVPR 2022).
+
+image (B, 3, H, W)
+  -> patch_embed: 4x4 conv, stride 4, LayerNorm                 -> (B, H/4, W/4, C0)
+  -> stages[0..3]: [downsample: 2x2 conv, stride 2, LayerNorm]  (stages 1-3)
+                   blocks: x += drop_path(attn(norm1(x)))
+                           x += drop_path(mlp(norm2(x)))
+                   where attn is L (local window), S (shifted window) or D (deformable)
+  -> norm{i} on each stage in out_indices                        -> (B, Ci, H/2^(i+2), ...)
+
+Inside the backbone tensors are channels-last (B, H, W, C); the outputs are (B, C, H, W).
+The attention layers live in ``dat/models/layers``; the deformable one, with its math, is
+``deformable_attention.py``.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmengine.model import BaseModule
+from timm.layers import DropPath
+
+from ..layers import DeformableAttention, Mlp, WindowAttention
+
+PATCH_SIZE = 4
+#: The smallest input side: the stem divides by 4, then three stages by 2.
+MIN_INPUT_SIZE = PATCH_SIZE * 2 ** 3
+
+
+class PatchEmbed(nn.Module):
+    """(B, 3, H, W) -> (B, H/4, W/4, C). Parameter names: ``proj``, ``norm``."""
+
+    def __init__(self, in_channels: int, dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, dim, PATCH_SIZE, PATCH_SIZE)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+
+
+class Downsample(nn.Module):
+    """(B, H, W, C) -> (B, H/2, W/2, C'). Parameter names: ``proj`` (no bias), ``norm``."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_dim, out_dim, 2, 2, bias=False)
+        self.norm = nn.LayerNorm(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+
+
+class DATBlock(nn.Module):
+    """Pre-norm transformer block. Parameter names: ``norm1``, ``attn``, ``norm2``, ``mlp``.
+
+    Args:
+        dim (int): Channels.
+        attn (nn.Module): WindowAttention (L, S) or DeformableAttention (D).
+        drop_path (float): Stochastic depth rate of this block.
+        mlp_ratio (float): MLP expansion. Default: 4.
+    """
+
+    def __init__(self, dim: int, attn: nn.Module, drop_path: float, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = attn
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    @property
+    def deformable(self) -> bool:
+        return isinstance(self.attn, DeformableAttention)
+
+    def forward(self, x: torch.Tensor, info: Optional[Dict] = None) -> torch.Tensor:
+        """If ``info`` is a dict and this is a D block, the attention's sampling positions,
+        reference points and weights are stored in it."""
+        if info is not None and self.deformable:
+            y, attn_info = self.attn(self.norm1(x), return_info=True)
+            info.update(attn_info)
+        else:
+            y = self.attn(self.norm1(x))
+        x = x + self.drop_path(y)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class DATStage(nn.Module):
+    """An optional downsample followed by blocks. Parameter names: ``downsample``, ``blocks``."""
+
+    def __init__(self, downsample: Optional[nn.Module], blocks: List[DATBlock],
+                 with_cp: bool = False):
+        super().__init__()
+        self.downsample = downsample
+        self.blocks = nn.ModuleList(blocks)
+        self.with_cp = with_cp
+
+    def forward(self, x: torch.Tensor, infos: Optional[List[Dict]] = None) -> torch.Tensor:
+        if self.downsample is not None:
+            x = self.downsample(x)
+        for j, block in enumerate(self.blocks):
+            info = infos[j] if infos is not None else None
+            if self.with_cp and x.requires_grad and info is None:
+                x = cp.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x, info)
+        return x
+
+
+class DAT(BaseModule):
+    """DAT backbone, with local, shifted-window and deformable attention blocks.
+
+    A re-implementation of `Vision Transformer with Deformable Attention
+    <https://arxiv.org/abs/2201.00520>`_. Released 2022 checkpoints convert to it with
+    ``tools/model_converters/dat2mmpretrain.py``.
+
+    Args:
+        arch (str | dict): ``'tiny'``, ``'small'``, ``'base'``, or a dict with the keys
+            ``embed_dims``, ``depths``, ``num_heads`` (one entry per stage), ``groups``
+            (offset groups per stage; ignored where a stage has no D block) and
+            ``block_types`` (one string per stage over ``'L'``, ``'S'``, ``'D'``, as long
+            as its depth). Default: ``'tiny'``.
+        img_size (int | tuple[int, int]): Training input size. It sets the size of the
+            D blocks' position tables (the stage's feature map); other sizes run too, see
+            :mod:`dat.models.layers.deformable_attention`. Default: 224.
+        window_size (int | Sequence[int]): Window side of the L and S blocks, one value or
+            one per stage. Default: 7.
+        in_channels (int): Input channels. Default: 3.
+        drop_path_rate (float): Stochastic depth rate of the last block; it rises linearly
+            from 0 over the blocks. Default: 0.
+        out_indices (Sequence[int]): Stages whose (normalised) outputs are returned.
+            Default: ``(3,)``.
+        frozen_stages (int): Freeze the stem and the first ``frozen_stages`` stages (and
+            their output norms); -1 freezes nothing. Default: -1.
+        with_cp (bool): Gradient checkpointing per block. Default: False.
+        init_cfg (dict, optional): mmengine init config, e.g. ``dict(type='Pretrained',
+            checkpoint=..., prefix='backbone.')``. Position tables of another size are
+            resized on load and the resize is logged. Default: None.
+
+    Parameter names: ``patch_embed.{proj,norm}``, ``stages.{i}.downsample.{proj,norm}``
+    (i >= 1), ``stages.{i}.blocks.{j}.{norm1,attn,norm2,mlp.fc1,mlp.fc2}`` and
+    ``norm{i}`` for i in ``out_indices``. The attentions' own names are documented in
+    :class:`WindowAttention` and :class:`DeformableAttention`.
+
+    Examples:
+        >>> import torch
+        >>> from dat.models import DAT
+        >>> model = DAT('tiny', out_indices=(0, 1, 2, 3)).eval()
+        >>> for out in model(torch.rand(1, 3, 224, 224)):
+        ...     print(tuple(out.shape))
+        (1, 96, 56, 56)
+        (1, 192, 28, 28)
+        (1, 384, 14, 14)
+        (1, 768, 7, 7)
+    """
+
+    arch_zoo = {
+        'tiny': dict(embed_dims=[96, 192, 384, 768], depths=[2, 2, 6, 2],
+                     num_heads=[3, 6, 12, 24], groups=[-1, -1, 3, 6],
+                     block_types=['LS', 'LS', 'LDLDLD', 'LD']),
+        'small': dict(embed_dims=[96, 192, 384, 768], depths=[2, 2, 18, 2],
+                      num_heads=[3, 6, 12, 24], groups=[-1, -1, 3, 6],
+                      block_types=['LS', 'LS', 'LD' * 9, 'LD']),
+        'base': dict(embed_dims=[128, 256, 512, 1024], depths=[2, 2, 18, 2],
+                     num_heads=[4, 8, 16, 32], groups=[-1, -1, 4, 8],
+                     block_types=['LS', 'LS', 'LD' * 9, 'LD']),
+    }
+    arch_keys = ('embed_dims', 'depths', 'num_heads', 'groups', 'block_types')
+
+    def __init__(self,
+                 arch: Union[str, Dict] = 'tiny',
+                 img_size: Union[int, Tuple[int, int]] = 224,
+                 window_size: Union[int, Sequence[int]] = 7,
+                 in_channels: int = 3,
+                 drop_path_rate: float = 0.0,
+                 out_indices: Sequence[int] = (3,),
+                 frozen_stages: int = -1,
+                 with_cp: bool = False,
+                 init_cfg: Optional[Dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch_settings = self.parse_arch(arch)
+        dims = self.arch_settings['embed_dims']
+        depths = self.arch_settings['depths']
+        windows = [window_size] * 4 if isinstance(window_size, int) else list(window_size)
+        img_h, img_w = (img_size, img_size) if isinstance(img_size, int) else img_size
+        self.out_indices = tuple(i % 4 for i in out_indices)
+        self.frozen_stages = frozen_stages
+        if len(windows) != 4:
+            raise ValueError(f'window_size needs one value or 4, got {window_size}')
+
+        n_blocks = sum(depths)
+        drop_path = [drop_path_rate * k / max(n_blocks - 1, 1) for k in range(n_blocks)]
+        self.patch_embed = PatchEmbed(in_channels, dims[0])
+        self.stages = nn.ModuleList()
+        for i in range(4):
+            fmap = (img_h // PATCH_SIZE // 2 ** i, img_w // PATCH_SIZE // 2 ** i)
+            blocks = []
+            for j, kind in enumerate(self.arch_settings['block_types'][i]):
+                heads = self.arch_settings['num_heads'][i]
+                if kind == 'D':
+                    attn = DeformableAttention(dims[i], heads, self.arch_settings['groups'][i],
+                                               fmap, stage_index=i)
+                else:
+                    attn = WindowAttention(dims[i], heads, windows[i], shift=kind == 'S')
+                blocks.append(DATBlock(dims[i], attn, drop_path[sum(depths[:i]) + j]))
+            downsample = Downsample(dims[i - 1], dims[i]) if i > 0 else None
+            self.stages.append(DATStage(downsample, blocks, with_cp))
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', nn.LayerNorm(dims[i]))
+        self.num_features = [dims[i] for i in self.out_indices]
+        self._freeze_stages()
+
+    @classmethod
+    def parse_arch(cls, arch: Union[str, Dict]) -> Dict:
+        """Check ``arch`` and return its settings as a dict."""
+        if isinstance(arch, str):
+            if arch not in cls.arch_zoo:
+                raise ValueError(f'Unknown arch {arch!r} for DAT; choose one of '
+                                 f'{sorted(cls.arch_zoo)} or pass a dict with the keys '
+                                 f'{list(cls.arch_keys)}')
+            return dict(cls.arch_zoo[arch])
+        missing = set(cls.arch_keys) - set(arch)
+        if missing:
+            raise ValueError(f'A custom DAT arch needs the keys {list(cls.arch_keys)}; '
+                             f'missing {sorted(missing)}')
+        settings = {key: list(arch[key]) for key in cls.arch_keys}
+        for key in cls.arch_keys:
+            if len(settings[key]) != 4:
+                raise ValueError(f'arch[{key!r}] needs one entry per stage (4), '
+                                 f'got {settings[key]}')
+        for i, (kinds, depth) in enumerate(zip(settings['block_types'], settings['depths'])):
+            if len(kinds) != depth or set(kinds) - set('LSD'):
+                raise ValueError(f'arch block_types[{i}]={kinds!r} must have {depth} letters '
+                                 f"from 'L', 'S', 'D'")
+            if 'D' in kinds and settings['groups'][i] <= 0:
+                raise ValueError(f'stage {i} has D blocks but groups={settings["groups"][i]}')
+        return settings
+
+    def _freeze_stages(self):
+        if self.frozen_stages < 0:
+            return
+        modules = [self.patch_embed]
+        for i in range(min(self.frozen_stages, 4)):
+            modules.append(self.stages[i])
+            if i in self.out_indices:
+                modules.append(getattr(self, f'norm{i}'))
+        for module in modules:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def _check_input(self, x: torch.Tensor):
+        if x.dim() != 4:
+            raise ValueError(f'DAT expects a (B, C, H, W) batch, got shape {tuple(x.shape)}')
+        if min(x.shape[-2:]) < MIN_INPUT_SIZE:
+            raise ValueError(f'input of size {tuple(x.shape[-2:])} is too small for DAT: both '
+                             f'sides must be at least {MIN_INPUT_SIZE} pixels (patch stem 4, '
+                             'then three 2x downsamplings)')
+
+    def _forward(self, x: torch.Tensor, infos: Optional[List[List[Dict]]]):
+        self._check_input(x)
+        x = self.patch_embed(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x, infos[i] if infos is not None else None)
+            if i in self.out_indices:
+                out = getattr(self, f'norm{i}')(x)
+                outs.append(out.permute(0, 3, 1, 2).contiguous())
+        return tuple(outs)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """(B, C, H, W) -> one (B, C_i, H_i, W_i) map per stage in ``out_indices``."""
+        return self._forward(x, None)
+
+    def forward_with_deform_info(self, x: torch.Tensor):
+        """Like :meth:`forward`, and also what each D block looked at.
+
+        Returns:
+            tuple: ``(outs, info)``. ``info`` maps ``'stage{i}.block{j}'`` of every D block to
+            a dict with ``positions`` and ``references`` (B, G, Hk, Wk, 2), as (y, x) in
+            [-1, 1] (``grid_sample`` coordinates with ``align_corners=True``), and
+            ``attn_weights`` (B, heads, H*W, Hk*Wk).
+        """
+        infos = [[{} for _ in stage.blocks] for stage in self.stages]
+        outs = self._forward(x, infos)
+        info = {f'stage{i}.block{j}': block_info
+                for i, stage_infos in enumerate(infos)
+                for j, block_info in enumerate(stage_infos) if block_info}
+        return outs, info
+
+    def no_weight_decay_keywords(self) -> Tuple[str, ...]:
+        """Name fragments of parameters that take no weight decay (with norms and biases)."""
+        return ('relative_position_bias_table', 'rpe_table')

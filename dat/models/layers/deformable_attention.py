@@ -1,0 +1,178 @@
+"""Deformable multi-head attention, the D block of DAT (Xia et al., CVPR 2022).
+
+Notation: a feature map ``x`` of shape (B, H, W, C), ``G`` offset groups of ``C/G``
+channels each, ``M`` heads of ``d = C/M`` channels (``M/G`` heads per group).
+Coordinates are (y, x) pairs normalised to [-1, 1].
+
+1. Queries: ``q = x W_q``.
+2. Offsets: per group, a small network (depthwise k x k conv -> LayerNorm -> GELU ->
+   1x1 conv to 2 channels) maps the group's query channels to a 2-D offset per location:
+   ``dp = s * tanh(theta(q_g)) * (1/H, 1/W)``, where ``s`` is the offset range factor.
+3. Sampling positions: ``p = r + dp``, where ``r`` is the uniform reference grid
+   ``r_i = (i + 0.5) / H * 2 - 1`` (and likewise for x).
+4. Keys and values: ``x~ = phi(x; p)`` bilinear sampling of each group's channels at its
+   positions (``grid_sample``, ``align_corners=True``), then ``k = x~ W_k``, ``v = x~ W_v``.
+5. Relative position bias: for query location ``r_q`` and key position ``p_k`` the
+   displacement ``(r_q - p_k) / 2`` lies in [-1, 1]; the learnt table ``B^`` of shape
+   (M, 2H_t - 1, 2W_t - 1) is sampled there bilinearly: ``bias = phi(B^; (r_q - p_k)/2)``.
+6. ``z = softmax(q k^T / sqrt(d) + bias) v``, then ``z W_o``.
+
+Any feature-map size: the table is indexed in normalised coordinates, so it defines a bias
+for every displacement, whatever H and W are at run time. This is how the 2022 code
+samples it; at the size the table was made for (H_t = H) the numbers are the 2022 ones.
+When a checkpoint made for another size is loaded, the table is resized by bilinear
+interpolation with aligned corners (see :meth:`DeformableAttention._load_from_state_dict`),
+which keeps its values at the same normalised displacements.
+"""
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.logging import MMLogger
+from timm.layers import trunc_normal_
+
+from .common import LayerNorm2d
+
+#: Kernel size of the depthwise conv in the offset network, by stage.
+OFFSET_KERNEL_SIZES = (9, 7, 5, 3)
+
+
+def reference_points(height: int, width: int, dtype: torch.dtype,
+                     device: torch.device) -> torch.Tensor:
+    """The uniform grid of pixel centres, (H, W, 2) in (y, x), normalised to [-1, 1]."""
+    ys = torch.linspace(0.5, height - 0.5, height, dtype=dtype, device=device) / height
+    xs = torch.linspace(0.5, width - 0.5, width, dtype=dtype, device=device) / width
+    grid = torch.stack(torch.meshgrid(ys, xs, indexing='ij'), dim=-1)
+    return grid * 2 - 1
+
+
+def resize_rpe_table(table: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Resize a (heads, Th, Tw) table so that it keeps its normalised coordinates."""
+    return F.interpolate(table[None].float(), size=size, mode='bilinear',
+                         align_corners=True)[0].to(table.dtype)
+
+
+class OffsetNetwork(nn.Sequential):
+    """theta: depthwise conv -> LayerNorm -> GELU -> 1x1 conv to (dy, dx).
+
+    Parameter names: ``dwconv``, ``norm``, ``proj`` (no bias).
+    """
+
+    def __init__(self, channels: int, kernel_size: int):
+        super().__init__()
+        self.dwconv = nn.Conv2d(channels, channels, kernel_size, 1, kernel_size // 2,
+                                groups=channels)
+        self.norm = LayerNorm2d(channels)
+        self.act = nn.GELU()
+        self.proj = nn.Conv2d(channels, 2, 1, bias=False)
+
+
+class DeformableAttention(nn.Module):
+    """Deformable multi-head attention over a (B, H, W, C) feature map.
+
+    Args:
+        dim (int): Channels C.
+        num_heads (int): Heads M.
+        groups (int): Offset groups G; each has its own sampling positions.
+        fmap_size (tuple[int, int]): Feature-map size that the position table is made for
+            (the training size of the stage).
+        stage_index (int): Stage 0-3; picks the offset kernel size (9/7/5/3).
+        offset_range_factor (float): s in step 2 of the module docstring. Default: 2.
+        attn_drop (float): Dropout on attention weights. Default: 0.
+        proj_drop (float): Dropout after the output projection. Default: 0.
+
+    Parameter names: ``q``, ``k``, ``v``, ``proj`` (linear layers), ``offset`` (the
+    offset network) and ``rpe_table`` (M, 2H_t - 1, 2W_t - 1).
+    """
+
+    def __init__(self, dim: int, num_heads: int, groups: int, fmap_size: Tuple[int, int],
+                 stage_index: int, offset_range_factor: float = 2.0,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads or num_heads % groups:
+            raise ValueError(f'dim={dim}, num_heads={num_heads} and groups={groups} must '
+                             'divide: dim by heads, heads by groups')
+        self.num_heads = num_heads
+        self.groups = groups
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.offset_range_factor = offset_range_factor
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.offset = OffsetNetwork(dim // groups, OFFSET_KERNEL_SIZES[stage_index])
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj_drop = nn.Dropout(proj_drop)
+        height, width = fmap_size
+        self.rpe_table = nn.Parameter(torch.zeros(num_heads, 2 * height - 1, 2 * width - 1))
+        trunc_normal_(self.rpe_table, std=0.01)
+
+    def sampling_positions(self, q: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Steps 2-3: (positions, references), each (B, G, H, W, 2) in (y, x)."""
+        B, H, W, C = q.shape
+        G = self.groups
+        q_groups = q.reshape(B, H, W, G, C // G).permute(0, 3, 4, 1, 2)
+        # Positions stay in float32 under autocast: they address pixels.
+        offset = self.offset(q_groups.reshape(B * G, C // G, H, W)).float().tanh()
+        scale = offset.new_tensor([1.0 / H, 1.0 / W]).mul(self.offset_range_factor)
+        offset = offset.permute(0, 2, 3, 1).reshape(B, G, H, W, 2) * scale
+        reference = reference_points(H, W, torch.float32, q.device).expand(B, G, H, W, 2)
+        return reference + offset, reference
+
+    def position_bias(self, positions: torch.Tensor, height: int,
+                      width: int) -> torch.Tensor:
+        """Step 5: the sampled bias, (B, M, H*W, Ns)."""
+        B, G, n_samples = positions.shape[0], self.groups, positions.shape[2] * positions.shape[3]
+        queries = reference_points(height, width, positions.dtype, positions.device)
+        # (B, G, HW, 1, 2) - (B, G, 1, Ns, 2) -> (B, G, HW, Ns, 2)
+        displacement = (queries.reshape(1, 1, -1, 1, 2) -
+                        positions.reshape(B, G, 1, n_samples, 2)) * 0.5
+        # The batch is folded into the sampling grid, so the table is never copied per image.
+        grid = displacement.flip(-1).transpose(0, 1).reshape(G, B * height * width, n_samples, 2)
+        table = self.rpe_table.reshape(G, self.num_heads // G, *self.rpe_table.shape[1:])
+        bias = F.grid_sample(table.to(grid.dtype), grid, mode='bilinear', align_corners=True)
+        bias = bias.reshape(G, self.num_heads // G, B, height * width, n_samples)
+        return bias.permute(2, 0, 1, 3, 4).reshape(B, self.num_heads, height * width, n_samples)
+
+    def forward(self, x: torch.Tensor, return_info: bool = False):
+        """x: (B, H, W, C) -> (B, H, W, C).
+
+        With ``return_info=True`` it also returns a dict with ``positions`` and
+        ``references`` (B, G, H, W, 2; (y, x) in [-1, 1]) and ``attn_weights``
+        (B, M, H*W, Ns), the softmax weights of each query over the sampled keys.
+        """
+        B, H, W, C = x.shape
+        G, M, d = self.groups, self.num_heads, self.head_dim
+        q = self.q(x)
+        positions, references = self.sampling_positions(q)
+
+        # Step 4: sample each group's channels at its positions.
+        x_groups = x.permute(0, 3, 1, 2).reshape(B * G, C // G, H, W)
+        grid = positions.reshape(B * G, H, W, 2).flip(-1).to(x.dtype)
+        sampled = F.grid_sample(x_groups, grid,
+                                mode='bilinear', align_corners=True)
+        sampled = sampled.reshape(B, C, H * W).transpose(1, 2)  # (B, Ns, C)
+        k = self.k(sampled).reshape(B, -1, M, d).transpose(1, 2)
+        v = self.v(sampled).reshape(B, -1, M, d).transpose(1, 2)
+        q = q.reshape(B, H * W, M, d).transpose(1, 2)
+
+        # Step 6, with the bias of step 5.
+        attn = (q * self.scale) @ k.transpose(-2, -1) + self.position_bias(positions, H, W)
+        attn = attn.softmax(dim=-1)
+        out = self.attn_drop(attn) @ v
+        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, H, W, C)))
+        if return_info:
+            return out, dict(positions=positions, references=references, attn_weights=attn)
+        return out
+
+    def _load_from_state_dict(self, state_dict: Dict, prefix: str, *args, **kwargs):
+        key = prefix + 'rpe_table'
+        table: Optional[torch.Tensor] = state_dict.get(key)
+        if table is not None and table.dim() == 3 and table.shape != self.rpe_table.shape \
+                and table.shape[0] == self.rpe_table.shape[0]:
+            state_dict[key] = resize_rpe_table(table, tuple(self.rpe_table.shape[1:]))
+            MMLogger.get_current_instance().info(
+                f'resized {key} from {tuple(table.shape)} to {tuple(self.rpe_table.shape)}')
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

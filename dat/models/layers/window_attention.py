@@ -1,0 +1,159 @@
+"""Window attention: the local (L) and shifted-window (S) blocks of DAT.
+
+Both split the feature map into ``w x w`` windows and run multi-head self-attention with
+a Swin-style relative position bias inside each window. The S block first rolls the map
+by ``ceil(w / 2)`` (as the 2022 release does; Swin uses ``w // 2``) and masks out pairs
+of tokens that came from different regions.
+
+Any feature-map size: the map is padded at the bottom and right to a multiple of ``w``.
+Padded tokens are masked out as keys, so real tokens never attend to padding; the shift
+mask is built for the padded map. Without padding, the numbers are the 2022 ones.
+"""
+import math
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.logging import MMLogger
+from timm.layers import trunc_normal_
+
+#: Logit added to masked pairs, as in the 2022 release.
+MASK_VALUE = -100.0
+
+
+def relative_position_index(window_size: int) -> torch.Tensor:
+    """Index into the ((2w-1)^2, heads) table for every pair of tokens in a window."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size),
+                                        indexing='ij')).flatten(1)  # (2, N)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + window_size - 1
+    return rel[..., 0] * (2 * window_size - 1) + rel[..., 1]  # (N, N)
+
+
+def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B * nW, w * w, C)."""
+    B, H, W, C = x.shape
+    x = x.reshape(B, H // window_size, window_size, W // window_size, window_size, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, C)
+
+
+def window_reverse(windows: torch.Tensor, window_size: int, height: int,
+                   width: int) -> torch.Tensor:
+    """(B * nW, w * w, C) -> (B, H, W, C)."""
+    C = windows.shape[-1]
+    x = windows.reshape(-1, height // window_size, width // window_size, window_size,
+                        window_size, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, C)
+
+
+def resize_relative_position_table(table: torch.Tensor, window_size: int) -> torch.Tensor:
+    """Bicubic resize of a ((2w'-1)^2, heads) table to window size w."""
+    old = int(math.isqrt(table.shape[0]))
+    new = 2 * window_size - 1
+    grid = table.T.reshape(1, -1, old, old).float()
+    grid = F.interpolate(grid, size=(new, new), mode='bicubic', align_corners=False)
+    return grid.reshape(-1, new * new).T.to(table.dtype).contiguous()
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention in (optionally shifted) windows of a (B, H, W, C) map.
+
+    Args:
+        dim (int): Channels C.
+        num_heads (int): Heads.
+        window_size (int): Window side w.
+        shift (bool): Shift the windows by ``ceil(w / 2)`` (the S block). Default: False.
+        attn_drop (float): Dropout on attention weights. Default: 0.
+        proj_drop (float): Dropout after the output projection. Default: 0.
+
+    Parameter names: ``qkv``, ``proj`` (linear layers) and
+    ``relative_position_bias_table`` ((2w-1)^2, heads).
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shift: bool = False,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'dim={dim} is not divisible by num_heads={num_heads}')
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.shift_size = math.ceil(window_size / 2) if shift else 0
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        trunc_normal_(self.relative_position_bias_table, std=0.01)
+        self.register_buffer('relative_position_index', relative_position_index(window_size),
+                             persistent=False)
+        self._masks: Dict[Tuple, Optional[torch.Tensor]] = {}
+
+    def attention_mask(self, height: int, width: int,
+                       device: torch.device) -> Optional[torch.Tensor]:
+        """(nW, N, N) additive mask for a (height, width) map, or None if nothing is masked.
+
+        A pair is masked when the key is padding, or (S block) when query and key come
+        from different regions of the rolled map.
+        """
+        key = (height, width, device)
+        if key not in self._masks:
+            w, s = self.window_size, self.shift_size
+            padded_h, padded_w = -(-height // w) * w, -(-width // w) * w
+            if s == 0 and (padded_h, padded_w) == (height, width):
+                self._masks[key] = None
+                return None
+            region = torch.zeros(padded_h, padded_w, device=device)
+            if s:
+                bounds = (slice(0, -w), slice(-w, -s), slice(-s, None))
+                for i, (hs, ws) in enumerate((h, v) for h in bounds for v in bounds):
+                    region[hs, ws] = i
+            padding = torch.ones(padded_h, padded_w, dtype=torch.bool, device=device)
+            padding[:height, :width] = False
+            padding = torch.roll(padding, (-s, -s), dims=(0, 1))
+            region = window_partition(region[None, :, :, None], w)[..., 0]  # (nW, N)
+            padding = window_partition(padding[None, :, :, None], w)[..., 0]
+            blocked = (region[:, :, None] != region[:, None, :]) | padding[:, None, :]
+            self._masks[key] = torch.zeros(blocked.shape, device=device).masked_fill(
+                blocked, MASK_VALUE)
+        return self._masks[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, H, W, C) -> (B, H, W, C)."""
+        B, H, W, C = x.shape
+        w, s = self.window_size, self.shift_size
+        x = F.pad(x, (0, 0, 0, (-W) % w, 0, (-H) % w))
+        padded_h, padded_w = x.shape[1:3]
+        if s:
+            x = torch.roll(x, (-s, -s), dims=(1, 2))
+        windows = window_partition(x, w)  # (B * nW, N, C)
+        n_windows, N = windows.shape[:2]
+        qkv = self.qkv(windows).reshape(n_windows, N, 3, self.num_heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B * nW, heads, N, d)
+
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        attn = (q * self.scale) @ k.transpose(-2, -1) + bias.view(N, N, -1).permute(2, 0, 1)
+        mask = self.attention_mask(H, W, x.device)
+        if mask is not None:
+            attn = attn.view(B, -1, self.num_heads, N, N) + mask[None, :, None]
+            attn = attn.view(n_windows, self.num_heads, N, N)
+        out = self.attn_drop(attn.softmax(dim=-1)) @ v
+        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(n_windows, N, C)))
+
+        x = window_reverse(out, w, padded_h, padded_w)
+        if s:
+            x = torch.roll(x, (s, s), dims=(1, 2))
+        return x[:, :H, :W].contiguous()
+
+    def _load_from_state_dict(self, state_dict: Dict, prefix: str, *args, **kwargs):
+        key = prefix + 'relative_position_bias_table'
+        table = state_dict.get(key)
+        own = self.relative_position_bias_table
+        if table is not None and table.dim() == 2 and table.shape != own.shape \
+                and table.shape[1] == own.shape[1] \
+                and math.isqrt(table.shape[0]) ** 2 == table.shape[0]:
+            state_dict[key] = resize_relative_position_table(table, self.window_size)
+            MMLogger.get_current_instance().info(
+                f'resized {key} from {tuple(table.shape)} to {tuple(own.shape)}')
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
