@@ -132,13 +132,15 @@ else
 fi
 
 step "the dat package (editable)"
-if "$PYTHON" -c 'import dat, os, sys; sys.exit(os.path.dirname(os.path.dirname(dat.__file__)) != sys.argv[1])' "$ROOT" 2>/dev/null; then
+# (run from / so that the checkout itself is not on sys.path)
+if (cd / && "$PYTHON" -c 'import dat, os, sys; sys.exit(os.path.dirname(os.path.dirname(dat.__file__)) != sys.argv[1])' "$ROOT") 2>/dev/null; then
   echo "    already installed from $ROOT"
 else
   "${PIP[@]}" install --no-deps --no-build-isolation -e "$ROOT"
 fi
 
 step "check the stack imports"
+cd /
 "$PYTHON" - <<'EOF'
 import mmcv, mmcv.ops, mmdet, mmengine, mmpretrain, mmseg, timm, torch
 import dat

@@ -123,7 +123,8 @@ class WindowAttention(nn.Module):
         """x: (B, H, W, C) -> (B, H, W, C)."""
         B, H, W, C = x.shape
         w, s = self.window_size, self.shift_size
-        x = F.pad(x, (0, 0, 0, (-W) % w, 0, (-H) % w))
+        if H % w or W % w:
+            x = F.pad(x, (0, 0, 0, (-W) % w, 0, (-H) % w))
         padded_h, padded_w = x.shape[1:3]
         if s:
             x = torch.roll(x, (-s, -s), dims=(1, 2))
