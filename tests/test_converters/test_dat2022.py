@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dat.converters import ConversionError, convert_dat2022, infer_arch, rename_key
+from dat.converters import ConversionError, convert_dat2022, rename_key
 from dat.models import DAT
 
 

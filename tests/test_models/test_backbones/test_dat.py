@@ -1,5 +1,4 @@
 import logging
-import math
 
 import pytest
 import torch

@@ -1,0 +1,33 @@
+import subprocess
+import sys
+
+import pytest
+
+from dat.models import DAT
+
+
+@pytest.mark.parametrize('library', ['mmpretrain', 'mmdet', 'mmseg'])
+def test_built_from_each_library_registry(library):
+    __import__(f'dat.adapters.{library}')
+    registry = __import__(f'{library}.registry', fromlist=['MODELS']).MODELS
+    model = registry.build(dict(type='DAT', arch='tiny', out_indices=(0, 1, 2, 3)))
+    assert type(model) is DAT
+    assert model.out_indices == (0, 1, 2, 3)
+
+
+def test_core_runs_without_mmcv_mmdet_mmseg_mmpretrain():
+    """The backbone core imports only torch, timm, einops and mmengine."""
+    code = '''
+import sys
+for name in ('mmcv', 'mmdet', 'mmseg', 'mmpretrain'):
+    sys.modules[name] = None  # any import of them fails
+import torch
+from dat.models import DAT
+from dat.converters import convert_dat2022
+model = DAT('tiny').eval()
+with torch.no_grad():
+    print(tuple(model(torch.rand(1, 3, 64, 96))[0].shape))
+'''
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == '(1, 768, 2, 3)'

@@ -1,0 +1,45 @@
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+from mmengine.config import Config
+
+
+def load_tool(repo_root):
+    path = repo_root / 'tools' / 'analysis_tools' / 'get_flops.py'
+    spec = importlib.util.spec_from_file_location('get_flops', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# The paper's GFLOPs (fvcore) and the 2022 checkpoints' parameter counts.
+PAPER = {
+    'dat-tiny_8xb128_in1k.py': (224, 4.59, 28_319_138),
+    'dat-small_8xb128_in1k.py': (224, 9.01, 49_700_402),
+    'dat-base_8xb128_in1k.py': (224, 15.79, 87_881_632),
+    'dat-base_8xb24_in1k-384px.py': (384, 49.77, 88_178_272),
+}
+
+
+@pytest.mark.parametrize('config', sorted(PAPER))
+def test_flops_and_params_match_the_paper(repo_root, config):
+    tool = load_tool(repo_root)
+    size, gflops, params = PAPER[config]
+    model = tool.build_model(Config.fromfile(repo_root / 'configs' / 'dat' / config))
+    n_params, flops, by_operator, skipped = tool.count(model, (size, size))
+    assert n_params == params
+    assert flops / 1e9 == pytest.approx(gflops, rel=0.01)
+    assert by_operator['linear'] > 0.8 * flops  # dominated by the projections and MLPs
+    assert 'aten::softmax' in skipped  # element-wise operators are named, not counted
+
+
+def test_cli_prints_counts_and_uncounted_ops(repo_root):
+    result = subprocess.run(
+        [sys.executable, str(repo_root / 'tools/analysis_tools/get_flops.py'),
+         str(repo_root / 'configs/dat/dat-tiny_8xb128_in1k.py'), '--shape', '112', '137'],
+        capture_output=True, text=True, check=True, cwd=repo_root)
+    assert 'input shape: (1, 3, 112, 137)' in result.stdout
+    assert 'params: 28,319,138' in result.stdout
+    assert 'not counted: ' in result.stdout and 'aten::gelu' in result.stdout
