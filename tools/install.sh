@@ -118,8 +118,9 @@ else
   fi
   echo "    installing $(ls "$WHEEL_DIR"/mmcv-*.whl)"
   "${PIP[@]}" install --no-deps --force-reinstall "$WHEEL_DIR"/mmcv-*.whl
-  # mmcv's own runtime requirements (addict, yapf, opencv, ...)
-  "${PIP[@]}" install -q addict packaging Pillow pyyaml yapf opencv-python
+  # mmcv's own runtime requirements (mmengine, addict, yapf, opencv, ...)
+  "${PIP[@]}" install -q addict packaging Pillow pyyaml yapf opencv-python \
+    "$(grep '^mmengine' "$ROOT/requirements/mminstall.txt")"
   mmcv_ops_ok || { echo "mmcv was installed but 'import mmcv.ops' fails" >&2; false; }
 fi
 
