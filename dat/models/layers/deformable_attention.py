@@ -23,6 +23,12 @@ samples it; at the size the table was made for (H_t = H) the numbers are the 202
 When a checkpoint made for another size is loaded, the table is resized by bilinear
 interpolation with aligned corners (see :meth:`DeformableAttention._load_from_state_dict`),
 which keeps its values at the same normalised displacements.
+
+Fast path (see :func:`dat.models.layers.set_attention_impl`; on CUDA by default): step 6
+with fused kernels, the same math. With many keys on CUDA, FlexAttention samples the table
+of step 5 inside the attention kernel, so the (B, M, HW, Ns) bias is never stored; otherwise
+``F.scaled_dot_product_attention`` takes the sampled bias as its mask. See
+:mod:`dat.models.layers.fast_attention`.
 """
 from typing import Dict, Optional, Tuple
 
@@ -32,7 +38,8 @@ import torch.nn.functional as F
 from mmengine.logging import MMLogger
 from timm.layers import trunc_normal_
 
-from .common import LayerNorm2d
+from . import fast_attention
+from .common import LayerNorm2d, get_attention_impl, use_fast_attention
 
 #: Kernel size of the depthwise conv in the offset network, by stage.
 OFFSET_KERNEL_SIZES = (9, 7, 5, 3)
@@ -41,8 +48,10 @@ OFFSET_KERNEL_SIZES = (9, 7, 5, 3)
 def reference_points(height: int, width: int, dtype: torch.dtype,
                      device: torch.device) -> torch.Tensor:
     """The uniform grid of pixel centres, (H, W, 2) in (y, x), normalised to [-1, 1]."""
-    ys = torch.linspace(0.5, height - 0.5, height, dtype=dtype, device=device) / height
-    xs = torch.linspace(0.5, width - 0.5, width, dtype=dtype, device=device) / width
+    # arange + 0.5 equals linspace(0.5, H - 0.5, H) exactly, and exports to ONNX in
+    # ``dtype`` (the TorchScript exporter turns linspace into float64).
+    ys = (torch.arange(height, dtype=dtype, device=device) + 0.5) / height
+    xs = (torch.arange(width, dtype=dtype, device=device) + 0.5) / width
     grid = torch.stack(torch.meshgrid(ys, xs, indexing='ij'), dim=-1)
     return grid * 2 - 1
 
@@ -159,13 +168,34 @@ class DeformableAttention(nn.Module):
         q = q.reshape(B, H * W, M, d).transpose(1, 2)
 
         # Step 6, with the bias of step 5.
-        attn = (q * self.scale) @ k.transpose(-2, -1) + self.position_bias(positions, H, W)
-        attn = attn.softmax(dim=-1)
-        out = self.attn_drop(attn) @ v
+        if use_fast_attention(x) and not return_info:
+            out = self._fast_attention(q, k, v, positions, references)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1) + self.position_bias(positions, H, W)
+            attn = attn.softmax(dim=-1)
+            out = self.attn_drop(attn) @ v
         out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, H, W, C)))
         if return_info:
             return out, dict(positions=positions, references=references, attn_weights=attn)
         return out
+
+    def _fast_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        positions: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+        """Step 6 with fused kernels: (B, M, HW, d) -> (B, M, HW, d)."""
+        B, G, H, W, _ = positions.shape
+        dropout_p = self.attn_drop.p if self.training else 0.0
+        keys, queries = positions.reshape(B, G, H * W, 2), references[0, 0].reshape(H * W, 2)
+        if H * W >= fast_attention.FLEX_MIN_KEYS and dropout_p == 0:
+            if fast_attention.flex_available(q):
+                return fast_attention.deformable_flex_attention(
+                    q, k, v, self.rpe_table, keys, queries, self.scale)
+            if get_attention_impl() == 'fast':
+                fast_attention.warn_once(
+                    f"attention impl 'fast' on {q.device.type}: deformable blocks use SDPA "
+                    'with a materialised position bias (FlexAttention needs CUDA)')
+        bias = fast_attention.sampled_position_bias(self.rpe_table, keys, queries)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
+                                              dropout_p=dropout_p, scale=self.scale)
 
     def _load_from_state_dict(self, state_dict: Dict, prefix: str, *args, **kwargs):
         key = prefix + 'rpe_table'

@@ -8,6 +8,9 @@ of tokens that came from different regions.
 Any feature-map size: the map is padded at the bottom and right to a multiple of ``w``.
 Padded tokens are masked out as keys, so real tokens never attend to padding; the shift
 mask is built for the padded map. Without padding, the numbers are the 2022 ones.
+
+Fast path (see :func:`dat.models.layers.set_attention_impl`; on CUDA by default): the same
+math with ``F.scaled_dot_product_attention``, the bias and mask passed as ``attn_mask``.
 """
 import math
 from typing import Dict, Optional, Tuple
@@ -17,6 +20,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.logging import MMLogger
 from timm.layers import trunc_normal_
+
+from .common import use_fast_attention
+from .fast_attention import window_sdpa
 
 #: Logit added to masked pairs, as in the 2022 release.
 MASK_VALUE = -100.0
@@ -97,50 +103,67 @@ class WindowAttention(nn.Module):
         A pair is masked when the key is padding, or (S block) when query and key come
         from different regions of the rolled map.
         """
+        if torch.compiler.is_compiling():
+            # Built in the graph (the shapes are static there): a cache would break it.
+            return self._build_mask(height, width, device)
         key = (height, width, device)
         if key not in self._masks:
-            w, s = self.window_size, self.shift_size
-            padded_h, padded_w = -(-height // w) * w, -(-width // w) * w
-            if s == 0 and (padded_h, padded_w) == (height, width):
-                self._masks[key] = None
-                return None
-            region = torch.zeros(padded_h, padded_w, device=device)
-            if s:
-                bounds = (slice(0, -w), slice(-w, -s), slice(-s, None))
-                for i, (hs, ws) in enumerate((h, v) for h in bounds for v in bounds):
-                    region[hs, ws] = i
-            padding = torch.ones(padded_h, padded_w, dtype=torch.bool, device=device)
-            padding[:height, :width] = False
-            padding = torch.roll(padding, (-s, -s), dims=(0, 1))
-            region = window_partition(region[None, :, :, None], w)[..., 0]  # (nW, N)
-            padding = window_partition(padding[None, :, :, None], w)[..., 0]
-            blocked = (region[:, :, None] != region[:, None, :]) | padding[:, None, :]
-            self._masks[key] = torch.zeros(blocked.shape, device=device).masked_fill(
-                blocked, MASK_VALUE)
+            self._masks[key] = self._build_mask(height, width, device)
         return self._masks[key]
+
+    def _build_mask(self, height: int, width: int,
+                    device: torch.device) -> Optional[torch.Tensor]:
+        w, s = self.window_size, self.shift_size
+        # Rounded up without negative sizes (see the padding in forward).
+        padded_h, padded_w = (height + w - 1) // w * w, (width + w - 1) // w * w
+        if s == 0 and (padded_h, padded_w) == (height, width):
+            return None
+        region = torch.zeros(padded_h, padded_w, device=device)
+        if s:
+            # Bands [0, -w), [-w, -s), [-s, end) of each axis are 0, 1, 2; region 3 * row
+            # band + column band (no slicing, so no empty slice when the map is one window).
+            rows = torch.arange(padded_h, device=device)
+            cols = torch.arange(padded_w, device=device)
+            row_band = (rows >= padded_h - w).long() + (rows >= padded_h - s).long()
+            col_band = (cols >= padded_w - w).long() + (cols >= padded_w - s).long()
+            region = (row_band[:, None] * 3 + col_band[None, :]).to(region.dtype)
+        padding = torch.ones(padded_h, padded_w, dtype=torch.bool, device=device)
+        padding[:height, :width] = False
+        padding = torch.roll(padding, (-s, -s), dims=(0, 1))
+        region = window_partition(region[None, :, :, None], w)[..., 0]  # (nW, N)
+        padding = window_partition(padding[None, :, :, None], w)[..., 0]
+        blocked = (region[:, :, None] != region[:, None, :]) | padding[:, None, :]
+        return torch.zeros(blocked.shape, device=device).masked_fill(blocked, MASK_VALUE)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
         B, H, W, C = x.shape
         w, s = self.window_size, self.shift_size
         if H % w or W % w:
-            x = F.pad(x, (0, 0, 0, (-W) % w, 0, (-H) % w))
+            # (w - W % w) % w, not (-W) % w: the ONNX exporter computes % and // of a
+            # negative traced size with truncation, which would crop instead of pad.
+            x = F.pad(x, (0, 0, 0, (w - W % w) % w, 0, (w - H % w) % w))
         padded_h, padded_w = x.shape[1:3]
         if s:
             x = torch.roll(x, (-s, -s), dims=(1, 2))
         windows = window_partition(x, w)  # (B * nW, N, C)
         n_windows, N = windows.shape[:2]
-        qkv = self.qkv(windows).reshape(n_windows, N, 3, self.num_heads, -1)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B * nW, heads, N, d)
-
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        attn = (q * self.scale) @ k.transpose(-2, -1) + bias.view(N, N, -1).permute(2, 0, 1)
+        bias = bias.view(N, N, -1).permute(2, 0, 1)  # (heads, N, N)
         mask = self.attention_mask(H, W, x.device)
-        if mask is not None:
-            attn = attn.view(B, -1, self.num_heads, N, N) + mask[None, :, None]
-            attn = attn.view(n_windows, self.num_heads, N, N)
-        out = self.attn_drop(attn.softmax(dim=-1)) @ v
-        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(n_windows, N, C)))
+        if use_fast_attention(x):
+            dropout_p = self.attn_drop.p if self.training else 0.0
+            out = window_sdpa(self.qkv(windows), B, self.num_heads, bias, mask, dropout_p)
+        else:
+            qkv = self.qkv(windows).reshape(n_windows, N, 3, self.num_heads, -1)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B * nW, heads, N, d)
+            attn = (q * self.scale) @ k.transpose(-2, -1) + bias
+            if mask is not None:
+                attn = attn.view(B, -1, self.num_heads, N, N) + mask[None, :, None]
+                attn = attn.view(n_windows, self.num_heads, N, N)
+            out = self.attn_drop(attn.softmax(dim=-1)) @ v
+            out = out.transpose(1, 2).reshape(n_windows, N, C)
+        out = self.proj_drop(self.proj(out))
 
         x = window_reverse(out, w, padded_h, padded_w)
         if s:

@@ -1,0 +1,24 @@
+# Cascade Mask R-CNN with the box heads of the Swin / ConvNeXt / DAT 3x recipes: per stage
+# 4 convs + 1 fc with SyncBN, boxes regressed in decoded form with a GIoU loss.
+_base_ = 'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py'
+
+_head = dict(
+    type='ConvFCBBoxHead',
+    num_shared_convs=4,
+    num_shared_fcs=1,
+    in_channels=256,
+    conv_out_channels=256,
+    fc_out_channels=1024,
+    roi_feat_size=7,
+    num_classes=80,
+    reg_class_agnostic=False,
+    reg_decoded_bbox=True,
+    norm_cfg=dict(type='SyncBN', requires_grad=True),
+    loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
+    loss_bbox=dict(type='GIoULoss', loss_weight=10.0))
+# One head per cascade stage; the target stds shrink as the boxes get better.
+model = dict(roi_head=dict(bbox_head=[
+    dict(_head, bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0., 0., 0., 0.],
+                                target_stds=stds))
+    for stds in ([0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1], [0.033, 0.033, 0.067, 0.067])
+]))

@@ -1,0 +1,4 @@
+# mmdet's runtime (hooks, logging, visualizer), with DAT registered as an mmdet backbone.
+_base_ = 'mmdet::_base_/default_runtime.py'
+
+custom_imports = dict(imports=['dat.adapters.mmdet'], allow_failed_imports=False)

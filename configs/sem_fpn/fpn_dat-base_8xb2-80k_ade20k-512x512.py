@@ -1,0 +1,25 @@
+_base_ = [
+    'mmseg::_base_/models/fpn_r50.py',
+    '../_base_/datasets/ade20k_dat.py',
+    'mmseg::_base_/default_runtime.py',
+    '../_base_/schedules/seg_adamw_dat_80k.py',
+    '../_base_/models/dat-base.py',
+]
+custom_imports = dict(imports=['dat.adapters.mmseg'], allow_failed_imports=False)
+
+crop_size = (512, 512)
+# ImageNet weights converted with tools/model_converters/dat2mmpretrain.py
+checkpoint_file = 'checkpoints/dat-base_in1k.pth'
+# Semantic FPN as in the paper: no auxiliary head (the parameter counts match only without it).
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    pretrained=None,
+    backbone=dict(
+        _base_.backbone,
+        out_indices=(0, 1, 2, 3),
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file, prefix='backbone.')),
+    neck=dict(in_channels=[128, 256, 512, 1024]),
+    decode_head=dict(num_classes=150))
+
+# 8 GPUs x 2 images
+train_dataloader = dict(batch_size=2)

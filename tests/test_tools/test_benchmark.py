@@ -1,0 +1,72 @@
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dat.models.layers import get_attention_impl
+
+FIELDS = {'mode', 'model', 'impl', 'batch_size', 'img_size', 'amp', 'compile', 'img_per_s',
+          'ms_per_iter', 'peak_mem_gib', 'rss_peak_gib', 'iters', 'warmup', 'device', 'torch'}
+FAST = ['--device', 'cpu', '--batch-size', '1', '--iters', '1', '--warmup', '0',
+        '--amp', 'none']
+
+
+@pytest.fixture(scope='module')
+def bench(repo_root):
+    spec = importlib.util.spec_from_file_location(
+        'benchmark', repo_root / 'tools' / 'analysis_tools' / 'benchmark.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def json_lines(text):
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    for record in records:
+        assert set(record) == FIELDS
+        assert record['img_per_s'] > 0 and record['ms_per_iter'] > 0
+        assert record['peak_mem_gib'] is None and record['rss_peak_gib'] > 0  # CPU
+    return records
+
+
+def test_arch_and_compare_swin(bench, capsys):
+    bench.main(['--arch', 'tiny', '--img-size', '64', '96', '--compare', 'swin'] + FAST)
+    records = json_lines(capsys.readouterr().out)
+    assert [(r['model'], r['impl'], r['mode']) for r in records] == [
+        ('dat-tiny', 'reference', 'train'), ('dat-tiny', 'reference', 'inference'),
+        ('swin-tiny (timm)', 'timm', 'train'), ('swin-tiny (timm)', 'timm', 'inference')]
+    assert all(r['img_size'] == [64, 96] and r['batch_size'] == 1 and r['amp'] == 'none'
+               for r in records)
+
+
+def test_impl_fast_inference_bf16(bench, capsys):
+    bench.main(['--arch', 'tiny', '--img-size', '64', '--impl', 'fast',
+                    '--mode', 'inference'] + FAST[:-1] + ['bf16'])
+    (record, ) = json_lines(capsys.readouterr().out)
+    assert (record['impl'], record['mode'], record['amp']) == ('fast', 'inference', 'bf16')
+    assert record['img_size'] == [64, 64]
+    assert get_attention_impl() == 'auto'  # restored
+
+
+def test_bad_arguments(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(['--img-size', '64', '64', '64'])
+    assert '--img-size takes H W or a single size' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(['--config', 'x.py', '--compare', 'swin'])
+    assert '--compare swin needs --arch' in capsys.readouterr().err
+
+
+def test_config_cli_with_profile(repo_root):
+    result = subprocess.run(
+        [sys.executable, 'tools/analysis_tools/benchmark.py', '--config',
+         'configs/dat/dat-tiny_8xb128_in1k.py', '--img-size', '64', '--mode', 'inference',
+         '--profile', '--profile-rows', '5'] + FAST,
+        cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record, ) = json_lines(result.stdout)  # stdout is JSON lines only
+    assert record['model'] == 'dat-tiny_8xb128_in1k' and record['mode'] == 'inference'
+    assert 'top ops by self_cpu_time_total' in result.stderr
+    assert 'aten::' in result.stderr

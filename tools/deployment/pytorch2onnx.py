@@ -1,0 +1,209 @@
+"""Export a DAT classifier, or a DAT backbone for dense tasks, to ONNX and check it.
+
+    # classifier (config or model name): input (B, 3, H, W) normalised image -> logits
+    python tools/deployment/pytorch2onnx.py configs/dat/dat-tiny_8xb128_in1k.py \
+        dat-tiny.pth --shape 224 224 --out dat-tiny.onnx
+    # backbone alone (any task config), one output per stage in out_indices: feat0 .. feat3
+    python tools/deployment/pytorch2onnx.py configs/upernet/CONFIG.py CKPT \
+        --shape 512 512 --out dat-backbone.onnx --backbone
+
+The graph is exported with torch's TorchScript exporter at opset 17 (GridSample needs
+opset >= 16), then run with onnxruntime on a random input; the tool prints the largest
+absolute difference from PyTorch on each output and fails if it is above 1e-4. The input is
+the normalised image, as the data preprocessor makes it (mean/std are printed).
+
+Input size: height and width are fixed to ``--shape``: the window (L, S) blocks decide
+whether to pad, and by how much, from the traced input's size with Python ``if``s, so the
+graph holds those choices. ``--dynamic`` makes the batch size dynamic; the tool then also
+checks the graph at batch 2 and fails with a clear message if it does not hold there. For
+another image size, export another model. (The TorchScript exporter is used because
+torch's dynamo exporter needs ``onnxscript``, which is not a dependency here.)
+
+Without a checkpoint the model keeps random weights (seed 0), enough to try the export.
+"""
+import argparse
+import os.path as osp
+import sys
+import warnings
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+OPSET = 17
+ATOL = 1e-4
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Export DAT to ONNX and check it with '
+                                     'onnxruntime')
+    parser.add_argument('config', help='config file, or a classification model name')
+    parser.add_argument('checkpoint', nargs='?', default=None,
+                        help='checkpoint file (random weights if omitted)')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'), default=[224, 224],
+                        help='input height and width (default: 224 224)')
+    parser.add_argument('--out', required=True, help='output .onnx file')
+    parser.add_argument('--backbone', action='store_true',
+                        help='export the backbone alone (for detection / segmentation)')
+    parser.add_argument('--dynamic', action='store_true',
+                        help='dynamic batch size (checked at batch 2); H and W stay fixed')
+    parser.add_argument('--opset', type=int, default=OPSET, help='ONNX opset (>= 16)')
+    return parser.parse_args(argv)
+
+
+def fail(message: str):
+    raise SystemExit(f'error: {message}')
+
+
+def load_config(config: str):
+    from mmengine.config import Config
+    if osp.isfile(config):
+        return Config.fromfile(config)
+    if config.endswith('.py'):
+        fail(f'no such config: {config}')
+    import dat.adapters.mmpretrain  # noqa: F401  (registers the DAT model names)
+    from mmpretrain.apis import ModelHub
+    try:
+        return ModelHub.get(config).config
+    except ValueError:
+        fail(f'{config} is neither a config file nor a model name '
+             "(see mmpretrain.list_models('dat*'))")
+
+
+def read_state_dict(checkpoint: str) -> dict:
+    if not osp.isfile(checkpoint):
+        fail(f'no such checkpoint: {checkpoint}')
+    # Runner checkpoints hold mmengine / numpy objects: not weights_only.
+    state = torch.load(checkpoint, map_location='cpu', weights_only=False)
+    return state.get('state_dict', state)
+
+
+def load_strictly(model: nn.Module, state: dict, checkpoint: str, what: str):
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        fail(f'{checkpoint} does not fit the {what}: {err}')
+    if missing or unexpected:
+        fail(f'{checkpoint} does not fit the {what}: {len(missing)} missing keys '
+             f'(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})')
+
+
+class Classifier(nn.Module):
+    """Normalised image -> logits of an mmpretrain ImageClassifier."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x, mode='tensor')
+
+
+def build(cfg, checkpoint: Optional[str], backbone: bool):
+    """The module to export and the names of its outputs."""
+    torch.manual_seed(0)
+    state = read_state_dict(checkpoint) if checkpoint else None
+    if backbone:
+        from dat.models import DAT
+        backbone_cfg = cfg.model.backbone.to_dict()
+        kind = str(backbone_cfg.pop('type', ''))
+        if kind.split('.')[-1] != 'DAT':
+            fail(f'the config has backbone type {kind!r}, not DAT')
+        backbone_cfg.pop('init_cfg', None)
+        model = DAT(**backbone_cfg)
+        if state is not None:
+            if any(k.startswith('backbone.') for k in state):
+                state = {k[len('backbone.'):]: v for k, v in state.items()
+                         if k.startswith('backbone.')}
+            load_strictly(model, state, checkpoint, 'DAT backbone of the config')
+        return model.eval(), [f'feat{i}' for i in model.out_indices]
+
+    scope = cfg.get('default_scope', 'mmpretrain')
+    if scope != 'mmpretrain':
+        fail(f'the config is a {scope} config: whole detectors / segmentors are not exported '
+             'by this tool; pass --backbone to export the DAT backbone alone')
+    from mmpretrain.apis import get_model
+    model = get_model(cfg, pretrained=False)
+    if state is not None:
+        load_strictly(model, state, checkpoint, 'classifier of the config')
+    return Classifier(model).eval(), ['logits']
+
+
+def export(module: nn.Module, x: torch.Tensor, out: str, output_names: List[str],
+           opset: int, dynamic: bool):
+    dynamic_axes = None
+    if dynamic:
+        dynamic_axes = {name: {0: 'batch'} for name in ['input'] + output_names}
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
+        warnings.filterwarnings('ignore', category=DeprecationWarning)
+        warnings.filterwarnings('ignore', category=UserWarning)
+        torch.onnx.export(module, (x, ), out, opset_version=opset, dynamo=False,
+                          input_names=['input'], output_names=output_names,
+                          dynamic_axes=dynamic_axes, do_constant_folding=True)
+
+
+def max_differences(session, module: nn.Module, x: torch.Tensor) -> List[float]:
+    """Largest |onnxruntime - PyTorch| per output."""
+    got = session.run(None, {'input': x.numpy()})
+    with torch.no_grad():
+        expected = module(x)
+    expected = expected if isinstance(expected, (tuple, list)) else [expected]
+    if len(got) != len(expected):
+        raise ValueError(f'{len(got)} ONNX outputs for {len(expected)} PyTorch ones')
+    diffs = []
+    for a, b in zip(got, expected):
+        if a.shape != tuple(b.shape):
+            raise ValueError(f'output shape {a.shape} != PyTorch {tuple(b.shape)}')
+        diffs.append(float(np.abs(a - b.numpy()).max()))
+    return diffs
+
+
+def main(argv: Optional[Sequence[str]] = None):
+    args = parse_args(argv)
+    import onnx
+    import onnxruntime as ort
+
+    if args.opset < 16:
+        fail(f'--opset {args.opset} has no GridSample (the D blocks need opset >= 16)')
+    cfg = load_config(args.config)
+    module, output_names = build(cfg, args.checkpoint, args.backbone)
+    height, width = args.shape
+    x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            module(x)
+    except ValueError as err:
+        fail(f'--shape {height} {width}: {err}')
+
+    export(module, x, args.out, output_names, args.opset, args.dynamic)
+    onnx.checker.check_model(args.out)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # failures are reported below, not logged twice
+    session = ort.InferenceSession(args.out, options, providers=['CPUExecutionProvider'])
+    preprocessor = cfg.get('data_preprocessor') or cfg.model.get('data_preprocessor') or {}
+    print(f'exported {args.out} (opset {args.opset}): input (1, 3, {height}, {width}) '
+          f'normalised with mean={preprocessor.get("mean")} std={preprocessor.get("std")}; '
+          f'outputs {output_names}')
+    diffs = max_differences(session, module, x)
+    for name, diff in zip(output_names, diffs):
+        print(f'{name}: max |onnxruntime - pytorch| = {diff:.3e}')
+    if max(diffs) > ATOL:
+        fail(f'onnxruntime differs from PyTorch by {max(diffs):.3e} > {ATOL}')
+
+    if args.dynamic:
+        other = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(1))
+        try:
+            diff, reason = max(max_differences(session, module, other)), ''
+        except Exception as err:  # onnxruntime errors have no common base class
+            diff, reason = None, str(err).splitlines()[0][:200]
+        if diff is None or diff > ATOL:
+            why = reason if diff is None else f'max difference {diff:.3e}'
+            fail(f'the graph exported with --dynamic does not hold at batch 2 ({why}); '
+                 'export without --dynamic (batch 1)')
+        print(f'dynamic batch: input (2, 3, {height}, {width}): '
+              f'max |onnxruntime - pytorch| = {diff:.3e}')
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
