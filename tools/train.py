@@ -14,6 +14,10 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
+# Runner checkpoints hold mmengine's HistoryBuffer and numpy objects, which torch >= 2.6
+# refuses to unpickle by default (weights_only=True); load them as mmengine expects.
+os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Train a model')
@@ -63,6 +67,12 @@ def merge_args(cfg: Config, args) -> Config:
             cfg.optim_wrapper.pop('loss_scale', None)
             cfg.optim_wrapper.pop('dtype', None)
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+        if cfg.launcher != 'none':
+            # DDP of a CPU module takes no device_ids (mmengine passes the local rank).
+            wrapper = dict(type='MMDistributedDataParallel', broadcast_buffers=False,
+                           find_unused_parameters=cfg.get('find_unused_parameters', False))
+            wrapper.update(cfg.get('model_wrapper_cfg') or {}, device_ids=None)
+            cfg.model_wrapper_cfg = wrapper
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
@@ -89,6 +99,10 @@ def merge_args(cfg: Config, args) -> Config:
 def main():
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
+    if cfg.launcher != 'none' and not torch.cuda.is_available():
+        # mmengine's init_dist calls torch.cuda.set_device, which fails without CUDA; the
+        # Runner uses a process group that is already started.
+        torch.distributed.init_process_group('gloo')
     runner = Runner.from_cfg(cfg)
     runner.train()
 

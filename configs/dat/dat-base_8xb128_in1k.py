@@ -9,3 +9,24 @@ custom_imports = dict(imports=['dat.adapters.mmpretrain'], allow_failed_imports=
 
 # The 2022 release initialises with PyTorch's defaults, so no model-level init_cfg.
 model = dict(backbone=_base_.backbone, head=dict(in_channels=1024), init_cfg=None)
+
+# DAT-B: lr 4e-4 per 512 images and 50 warm-up epochs (DAT-T/S: 5e-4 and 20).
+base_lr = 4e-4
+warmup_epochs = 50
+optim_wrapper = dict(optimizer=dict(lr=base_lr * _base_.total_batch / 512))
+param_scheduler = [
+    dict(
+        type='LinearLR',
+        start_factor=_base_.warmup_lr / base_lr,
+        by_epoch=True,
+        begin=0,
+        end=warmup_epochs,
+        convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        eta_min=_base_.min_lr * _base_.total_batch / 512,
+        by_epoch=True,
+        begin=warmup_epochs,
+        end=_base_.max_epochs,
+        convert_to_iter_based=True),
+]

@@ -14,11 +14,16 @@ in mmpretrain's model index (``mmpretrain.list_models('dat*')``). Without a chec
 model keeps random weights, which is enough to try the pipeline.
 """
 import argparse
+import os
 import os.path as osp
 import sys
 
 import mmcv
 from mmengine.config import Config
+
+# Runner checkpoints hold mmengine's HistoryBuffer and numpy objects, which torch >= 2.6
+# refuses to unpickle by default (weights_only=True); load them as mmengine expects.
+os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
 
 
 def parse_args():
@@ -45,10 +50,25 @@ def task_of(config: str) -> str:
 
 def classify(args, checkpoint):
     import torch
-    from mmpretrain.apis import ImageClassificationInferencer
+    from mmengine.runner import load_checkpoint
+    from mmpretrain.apis import ImageClassificationInferencer, get_model
 
-    inferencer = ImageClassificationInferencer(args.config, pretrained=checkpoint or False,
-                                               device=args.device)
+    import dat.adapters.mmpretrain  # noqa: F401  (registers the DAT model names)
+
+    try:
+        model = get_model(args.config, pretrained=False, device=args.device)
+    except ValueError as err:  # an unknown model name
+        sys.exit(f'error: {args.config} is neither a config file nor a model name: {err}')
+    if checkpoint is not None:
+        try:  # strict: a checkpoint of another model is an error, not a warning
+            meta = load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+        except RuntimeError as err:
+            sys.exit(f'error: {checkpoint} does not fit {args.config}: '
+                     f'{str(err).strip()[:500]}')
+        meta = meta.get('meta', {}) if isinstance(meta, dict) else {}
+        if 'dataset_meta' in meta:
+            model._dataset_meta = meta['dataset_meta']
+    inferencer = ImageClassificationInferencer(model, pretrained=False, device=args.device)
     result = inferencer(args.img, return_datasamples=True)[0]
     scores = result.pred_score
     classes = (inferencer.classes or [str(i) for i in range(len(scores))])
