@@ -8,14 +8,13 @@ import os
 import os.path as osp
 import sys
 
-import torch
 from mmengine.config import Config, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
-# Runner checkpoints hold mmengine's HistoryBuffer and numpy objects, which torch >= 2.6
-# refuses to unpickle by default (weights_only=True); load them as mmengine expects.
-os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+from dat.runner_utils import allow_runner_checkpoints, setup_cpu_run
+
+allow_runner_checkpoints()
 
 
 def parse_args():
@@ -51,8 +50,6 @@ def main():
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-    if not torch.cuda.is_available():
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
     cfg.load_from = args.checkpoint
     if args.tta:
         if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
@@ -60,13 +57,7 @@ def main():
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
-    if cfg.launcher != 'none' and not torch.cuda.is_available():
-        # As in tools/train.py: mmengine's init_dist needs CUDA, so start the gloo group
-        # here, and wrap the CPU module in DDP without device_ids.
-        wrapper = dict(type='MMDistributedDataParallel', broadcast_buffers=False)
-        wrapper.update(cfg.get('model_wrapper_cfg') or {}, device_ids=None)
-        cfg.model_wrapper_cfg = wrapper
-        torch.distributed.init_process_group('gloo')
+    setup_cpu_run(cfg)
     runner = Runner.from_cfg(cfg)
     if args.out:
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))

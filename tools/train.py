@@ -10,13 +10,12 @@ import argparse
 import os
 import os.path as osp
 
-import torch
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-# Runner checkpoints hold mmengine's HistoryBuffer and numpy objects, which torch >= 2.6
-# refuses to unpickle by default (weights_only=True); load them as mmengine expects.
-os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+from dat.runner_utils import allow_runner_checkpoints, setup_cpu_run
+
+allow_runner_checkpoints()
 
 
 def parse_args():
@@ -60,19 +59,6 @@ def merge_args(cfg: Config, args) -> Config:
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    if not torch.cuda.is_available():
-        # CPU: no AMP optimizer wrapper (it needs CUDA) and gloo for distributed runs.
-        if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':
-            cfg.optim_wrapper.type = 'OptimWrapper'
-            cfg.optim_wrapper.pop('loss_scale', None)
-            cfg.optim_wrapper.pop('dtype', None)
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
-        if cfg.launcher != 'none':
-            # DDP of a CPU module takes no device_ids (mmengine passes the local rank).
-            wrapper = dict(type='MMDistributedDataParallel', broadcast_buffers=False,
-                           find_unused_parameters=cfg.get('find_unused_parameters', False))
-            wrapper.update(cfg.get('model_wrapper_cfg') or {}, device_ids=None)
-            cfg.model_wrapper_cfg = wrapper
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
@@ -93,16 +79,13 @@ def merge_args(cfg: Config, args) -> Config:
             loader['pin_memory'] = False
         if args.no_persistent_workers or loader.get('num_workers', 0) == 0:
             loader['persistent_workers'] = False
+    setup_cpu_run(cfg)
     return cfg
 
 
 def main():
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
-    if cfg.launcher != 'none' and not torch.cuda.is_available():
-        # mmengine's init_dist calls torch.cuda.set_device, which fails without CUDA; the
-        # Runner uses a process group that is already started.
-        torch.distributed.init_process_group('gloo')
     runner = Runner.from_cfg(cfg)
     runner.train()
 

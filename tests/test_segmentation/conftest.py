@@ -14,3 +14,11 @@ def ade_root(tmp_path) -> Path:
 @pytest.fixture
 def mini_config(tmp_path, repo_root, ade_root) -> Path:
     return write_mini_config(tmp_path / 'upernet_mini.py', repo_root, ade_root)
+
+
+@pytest.fixture(autouse=True)
+def mmseg_scope():
+    """Build from mmseg's registries whatever default scope earlier tests left behind."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        yield

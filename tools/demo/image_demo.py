@@ -14,16 +14,15 @@ in mmpretrain's model index (``mmpretrain.list_models('dat*')``). Without a chec
 model keeps random weights, which is enough to try the pipeline.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 import mmcv
 from mmengine.config import Config
 
-# Runner checkpoints hold mmengine's HistoryBuffer and numpy objects, which torch >= 2.6
-# refuses to unpickle by default (weights_only=True); load them as mmengine expects.
-os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+from dat.runner_utils import allow_runner_checkpoints
+
+allow_runner_checkpoints()
 
 
 def parse_args():

@@ -1,0 +1,38 @@
+"""Settings that let mmengine's Runner (tools/train.py, tools/test.py) run without a GPU."""
+import os
+
+import torch
+from mmengine.config import Config
+
+
+def allow_runner_checkpoints() -> None:
+    """Let torch >= 2.6 load Runner checkpoints, which hold mmengine's HistoryBuffer and
+    numpy objects that ``torch.load(weights_only=True)`` refuses. Load only checkpoints
+    that you trust: this unpickles them fully, as torch < 2.6 did."""
+    os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+
+
+def setup_cpu_run(cfg: Config) -> None:
+    """Without CUDA, adapt ``cfg`` for the CPU and start the process group of a distributed run.
+
+    - AMP optimizer wrappers (CUDA only) become plain ``OptimWrapper``;
+    - distributed runs use gloo, and DDP wraps the CPU module without ``device_ids``;
+    - the gloo process group is started here, because mmengine's ``init_dist`` calls
+      ``torch.cuda.set_device``; the Runner then uses the group that is already there.
+    """
+    if torch.cuda.is_available():
+        return
+    optim_wrapper = cfg.get('optim_wrapper')
+    if optim_wrapper is not None and optim_wrapper.get('type') == 'AmpOptimWrapper':
+        optim_wrapper.type = 'OptimWrapper'
+        optim_wrapper.pop('loss_scale', None)
+        optim_wrapper.pop('dtype', None)
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if cfg.get('launcher', 'none') == 'none':
+        return
+    wrapper = dict(type='MMDistributedDataParallel', broadcast_buffers=False,
+                   find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper.update(cfg.get('model_wrapper_cfg') or {}, device_ids=None)
+    cfg.model_wrapper_cfg = wrapper
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group('gloo')
