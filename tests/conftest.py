@@ -1,3 +1,4 @@
+import importlib.util
 import os
 from pathlib import Path
 
@@ -18,6 +19,21 @@ def reference_dir() -> Path:
 @pytest.fixture(scope='session')
 def repo_root() -> Path:
     return REPO
+
+
+def import_tool(relpath: str):
+    """Import a script under tools/ as a module, e.g. ``import_tool('train.py')``."""
+    path = REPO / 'tools' / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='session')
+def load_tool():
+    """The :func:`import_tool` function, for tests that load the tools' scripts."""
+    return import_tool
 
 
 def pytest_configure(config):

@@ -1,6 +1,5 @@
 """The ImageNet-1k configs: the 2022 recipe's numbers, a training step of each full model,
 and no weight decay on norms, biases and position tables."""
-import importlib.util
 from argparse import Namespace
 from pathlib import Path
 
@@ -20,19 +19,12 @@ CONFIGS = {
 }
 
 
-def load_train_tool():
-    spec = importlib.util.spec_from_file_location('dat_train_tool', REPO / 'tools/train.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def cpu_config(name, tmp_path):
+def cpu_config(name, tmp_path, load_tool):
     """The config as tools/train.py turns it into on this (CPU) machine."""
     args = Namespace(launcher='none', cfg_options=None, work_dir=str(tmp_path), amp=False,
                      resume=None, no_validate=False, auto_scale_lr=False, no_pin_memory=False,
                      no_persistent_workers=False)
-    return load_train_tool().merge_args(Config.fromfile(REPO / f'configs/dat/{name}.py'), args)
+    return load_tool('train.py').merge_args(Config.fromfile(REPO / f'configs/dat/{name}.py'), args)
 
 
 @pytest.mark.parametrize('name', sorted(CONFIGS))
@@ -82,13 +74,13 @@ NO_DECAY = ('norm', 'relative_position_bias_table', 'rpe_table')
 
 
 @pytest.mark.parametrize('name', sorted(CONFIGS))
-def test_build_and_train_step(name, tmp_path):
+def test_build_and_train_step(name, tmp_path, load_tool):
     import dat.adapters.mmpretrain  # noqa: F401
     from mmpretrain.registry import MODELS
     from mmpretrain.structures import DataSample
 
     init_default_scope('mmpretrain')
-    cfg = cpu_config(name, tmp_path)
+    cfg = cpu_config(name, tmp_path, load_tool)
     weight_decay = cfg.optim_wrapper.optimizer.weight_decay
     model_cfg = cfg.model.copy()
     model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)

@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,12 +13,8 @@ FAST = ['--device', 'cpu', '--batch-size', '1', '--iters', '1', '--warmup', '0',
 
 
 @pytest.fixture(scope='module')
-def bench(repo_root):
-    spec = importlib.util.spec_from_file_location(
-        'benchmark', repo_root / 'tools' / 'analysis_tools' / 'benchmark.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_tool):
+    return load_tool('analysis_tools/benchmark.py')
 
 
 def json_lines(text):

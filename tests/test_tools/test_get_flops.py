@@ -1,17 +1,8 @@
-import importlib.util
 import subprocess
 import sys
 
 import pytest
 from mmengine.config import Config
-
-
-def load_tool(repo_root):
-    path = repo_root / 'tools' / 'analysis_tools' / 'get_flops.py'
-    spec = importlib.util.spec_from_file_location('get_flops', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # The paper's GFLOPs (fvcore) and the 2022 checkpoints' parameter counts.
@@ -24,8 +15,8 @@ PAPER = {
 
 
 @pytest.mark.parametrize('config', sorted(PAPER))
-def test_flops_and_params_match_the_paper(repo_root, config):
-    tool = load_tool(repo_root)
+def test_flops_and_params_match_the_paper(repo_root, load_tool, config):
+    tool = load_tool('analysis_tools/get_flops.py')
     size, gflops, params = PAPER[config]
     model = tool.build_model(Config.fromfile(repo_root / 'configs' / 'dat' / config))
     n_params, flops, by_operator, skipped = tool.count(model, (size, size))

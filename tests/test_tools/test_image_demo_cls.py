@@ -1,5 +1,4 @@
 """The classification branch of tools/demo/image_demo.py: top-5 classes with scores."""
-import importlib.util
 import re
 import sys
 
@@ -29,11 +28,8 @@ test_dataloader = dict(dataset=dict(type='CustomDataset', pipeline=test_pipeline
 
 
 @pytest.fixture(scope='module')
-def demo(repo_root):
-    path = repo_root / 'tools' / 'demo' / 'image_demo.py'
-    spec = importlib.util.spec_from_file_location('image_demo', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def demo(load_tool):
+    module = load_tool('demo/image_demo.py')
 
     def run(monkeypatch, *argv):
         monkeypatch.setattr(sys, 'argv', ['image_demo.py', *map(str, argv)])

@@ -1,5 +1,4 @@
 """tools/deployment/pytorch2onnx.py: the exported graphs run in onnxruntime like PyTorch."""
-import importlib.util
 import re
 
 import numpy as np
@@ -27,12 +26,8 @@ model = dict(type='EncoderDecoder', backbone={BACKBONE.replace('OUT', '(0, 1, 2,
 
 
 @pytest.fixture(scope='module')
-def tool(repo_root):
-    path = repo_root / 'tools' / 'deployment' / 'pytorch2onnx.py'
-    spec = importlib.util.spec_from_file_location('pytorch2onnx', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tool(load_tool):
+    return load_tool('deployment/pytorch2onnx.py')
 
 
 @pytest.fixture(scope='module')

@@ -1,5 +1,4 @@
 """tools/visualization/vis_deform_points.py on a scaled-down DAT and a generated image."""
-import importlib.util
 import json
 import math
 
@@ -22,12 +21,8 @@ IMAGE_HW = (80, 112)  # resized to 64 x 90 (short side 64): stage-2 map 4 x 5
 
 
 @pytest.fixture(scope='module')
-def tool(repo_root):
-    path = repo_root / 'tools' / 'visualization' / 'vis_deform_points.py'
-    spec = importlib.util.spec_from_file_location('vis_deform_points', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tool(load_tool):
+    return load_tool('visualization/vis_deform_points.py')
 
 
 @pytest.fixture(scope='module')

@@ -71,24 +71,6 @@ def load_config(config: str):
              "(see mmpretrain.list_models('dat*'))")
 
 
-def read_state_dict(checkpoint: str) -> dict:
-    if not osp.isfile(checkpoint):
-        fail(f'no such checkpoint: {checkpoint}')
-    # Runner checkpoints hold mmengine / numpy objects: not weights_only.
-    state = torch.load(checkpoint, map_location='cpu', weights_only=False)
-    return state.get('state_dict', state)
-
-
-def load_strictly(model: nn.Module, state: dict, checkpoint: str, what: str):
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # shape mismatches
-        fail(f'{checkpoint} does not fit the {what}: {err}')
-    if missing or unexpected:
-        fail(f'{checkpoint} does not fit the {what}: {len(missing)} missing keys '
-             f'(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})')
-
-
 class Classifier(nn.Module):
     """Normalised image -> logits of an mmpretrain ImageClassifier."""
 
@@ -102,31 +84,27 @@ class Classifier(nn.Module):
 
 def build(cfg, checkpoint: Optional[str], backbone: bool):
     """The module to export and the names of its outputs."""
-    torch.manual_seed(0)
-    state = read_state_dict(checkpoint) if checkpoint else None
-    if backbone:
-        from dat.models import DAT
-        backbone_cfg = cfg.model.backbone.to_dict()
-        kind = str(backbone_cfg.pop('type', ''))
-        if kind.split('.')[-1] != 'DAT':
-            fail(f'the config has backbone type {kind!r}, not DAT')
-        backbone_cfg.pop('init_cfg', None)
-        model = DAT(**backbone_cfg)
-        if state is not None:
-            if any(k.startswith('backbone.') for k in state):
-                state = {k[len('backbone.'):]: v for k, v in state.items()
-                         if k.startswith('backbone.')}
-            load_strictly(model, state, checkpoint, 'DAT backbone of the config')
-        return model.eval(), [f'feat{i}' for i in model.out_indices]
+    from dat.models.checkpoint import build_dat_backbone, load_checkpoint_strictly
 
-    scope = cfg.get('default_scope', 'mmpretrain')
-    if scope != 'mmpretrain':
-        fail(f'the config is a {scope} config: whole detectors / segmentors are not exported '
-             'by this tool; pass --backbone to export the DAT backbone alone')
-    from mmpretrain.apis import get_model
-    model = get_model(cfg, pretrained=False)
-    if state is not None:
-        load_strictly(model, state, checkpoint, 'classifier of the config')
+    torch.manual_seed(0)
+    try:
+        if backbone:
+            model = build_dat_backbone(cfg.model.backbone.to_dict())
+            if checkpoint:
+                load_checkpoint_strictly(model, checkpoint, 'DAT backbone of the config',
+                                         prefix='backbone.')
+            return model.eval(), [f'feat{i}' for i in model.out_indices]
+
+        scope = cfg.get('default_scope', 'mmpretrain')
+        if scope != 'mmpretrain':
+            fail(f'the config is a {scope} config: whole detectors / segmentors are not '
+                 'exported by this tool; pass --backbone to export the DAT backbone alone')
+        from mmpretrain.apis import get_model
+        model = get_model(cfg, pretrained=False)
+        if checkpoint:
+            load_checkpoint_strictly(model, checkpoint, 'classifier of the config')
+    except (FileNotFoundError, ValueError) as err:
+        fail(str(err))
     return Classifier(model).eval(), ['logits']
 
 

@@ -92,7 +92,7 @@ def build_backbone(config: str, checkpoint: Optional[str]):
     std, and the short side of its training size."""
     from mmengine.config import Config
 
-    from dat.models import DAT
+    from dat.models.checkpoint import build_dat_backbone, load_checkpoint_strictly
 
     if not osp.isfile(config):
         fail(f'no such config: {config}')
@@ -100,30 +100,14 @@ def build_backbone(config: str, checkpoint: Optional[str]):
     if 'model' not in cfg or 'backbone' not in cfg.model:
         fail(f'{config} has no model.backbone')
     backbone_cfg = cfg.model.backbone.to_dict()
-    kind = str(backbone_cfg.pop('type', ''))
-    if kind.split('.')[-1] != 'DAT':
-        fail(f'{config} has backbone type {kind!r}; this tool draws DAT backbones')
-    backbone_cfg.pop('init_cfg', None)  # never fetch the config's pretrained weights here
     torch.manual_seed(0)
-    model = DAT(**backbone_cfg)
-
-    if checkpoint is not None:
-        if not osp.isfile(checkpoint):
-            fail(f'no such checkpoint: {checkpoint}')
-        # Runner checkpoints hold mmengine / numpy objects: not weights_only.
-        state = torch.load(checkpoint, map_location='cpu', weights_only=False)
-        state = state.get('state_dict', state)
-        if any(k.startswith('backbone.') for k in state):
-            state = {k[len('backbone.'):]: v for k, v in state.items()
-                     if k.startswith('backbone.')}
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as err:  # shape mismatches
-            fail(f'{checkpoint} does not fit the backbone of {config}: {err}')
-        if missing or unexpected:
-            fail(f'{checkpoint} does not fit the backbone of {config}: '
-                 f'{len(missing)} missing keys (e.g. {missing[:3]}), '
-                 f'{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})')
+    try:
+        model = build_dat_backbone(backbone_cfg)
+        if checkpoint is not None:
+            load_checkpoint_strictly(model, checkpoint, f'backbone of {config}',
+                                     prefix='backbone.')
+    except (FileNotFoundError, ValueError) as err:
+        fail(str(err))
     preprocessor = cfg.get('data_preprocessor') or cfg.model.get('data_preprocessor') or {}
     mean = preprocessor.get('mean', IMAGENET_MEAN)
     std = preprocessor.get('std', IMAGENET_STD)
