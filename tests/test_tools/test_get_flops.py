@@ -18,7 +18,7 @@ PAPER = {
 def test_flops_and_params_match_the_paper(repo_root, load_tool, config):
     tool = load_tool('analysis_tools/get_flops.py')
     size, gflops, params = PAPER[config]
-    model = tool.build_model(Config.fromfile(repo_root / 'configs' / 'dat' / config))
+    model = tool.build_model_from_config(Config.fromfile(repo_root / 'configs' / 'dat' / config))
     n_params, flops, by_operator, skipped = tool.count(model, (size, size))
     assert n_params == params
     assert flops / 1e9 == pytest.approx(gflops, rel=0.01)

@@ -103,30 +103,14 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x)[-1].mean((2, 3)))
 
 
-class TensorMode(nn.Module):
-    """An OpenMMLab model called in 'tensor' mode: the network without pre/post-processing."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x, mode='tensor')
-
-
 def build_from_config(path: str) -> nn.Module:
     from mmengine.config import Config
-    cfg = Config.fromfile(path)
-    scope = cfg.get('default_scope', 'mmpretrain')
-    if scope not in ('mmpretrain', 'mmdet', 'mmseg'):
-        raise SystemExit(f'{path}: default_scope {scope!r} is not mmpretrain, mmdet or mmseg')
-    if cfg.get('custom_imports'):
-        from mmengine.utils import import_modules_from_strings
-        import_modules_from_strings(**cfg.custom_imports)
-    registry = __import__(f'{scope}.registry', fromlist=['MODELS'])
-    utils = __import__(f'{scope}.utils', fromlist=['register_all_modules'])
-    utils.register_all_modules()
-    return TensorMode(registry.MODELS.build(cfg.model))
+
+    from dat.adapters.builder import TensorMode, build_model_from_config
+    try:
+        return TensorMode(build_model_from_config(Config.fromfile(path)))
+    except ValueError as err:
+        raise SystemExit(f'{path}: {err}')
 
 
 def build_models(args) -> List[Tuple[str, str, nn.Module]]:

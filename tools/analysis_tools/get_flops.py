@@ -16,6 +16,8 @@ import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer
 from mmengine.config import Config, DictAction
 
+from dat.adapters.builder import TensorMode, build_model_from_config
+
 def parse_args():
     parser = argparse.ArgumentParser(description='Count parameters and FLOPs')
     parser.add_argument('config', help='config file')
@@ -27,38 +29,11 @@ def parse_args():
     return parser.parse_args()
 
 
-def build_model(cfg: Config) -> nn.Module:
-    """Build ``cfg.model`` in the registry of the config's default scope."""
-    scope = cfg.get('default_scope', 'mmpretrain')
-    if scope == 'mmdet':
-        from mmdet.registry import MODELS
-        from mmdet.utils import register_all_modules
-    elif scope == 'mmseg':
-        from mmseg.registry import MODELS
-        from mmseg.utils import register_all_modules
-    else:
-        from mmpretrain.registry import MODELS
-        from mmpretrain.utils import register_all_modules
-    register_all_modules()
-    return MODELS.build(cfg.model)
-
-
-class TensorForward(nn.Module):
-    """Calls ``model(x, mode='tensor')``: the network alone, without pre/post-processing."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x, mode='tensor')
-
-
 def count(model: nn.Module, shape):
     """For one (1, 3, H, W) input: (params, flops, {operator: flops},
     {uncounted operator: calls})."""
     model.eval()
-    analyzer = FlopAnalyzer(TensorForward(model), (torch.rand(1, 3, *shape), ))
+    analyzer = FlopAnalyzer(TensorMode(model), (torch.rand(1, 3, *shape), ))
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     params = sum(p.numel() for p in model.parameters())
     return (params, analyzer.total(), dict(analyzer.by_operator()),
@@ -77,7 +52,7 @@ def main():
         shape = tuple(args.shape) * (3 - len(args.shape))
     else:
         raise SystemExit('--shape takes H W or a single size')
-    model = build_model(cfg)
+    model = build_model_from_config(cfg)
     with torch.no_grad():
         params, flops, by_operator, skipped = count(model, shape)
     print(f'config: {args.config}')
