@@ -36,3 +36,11 @@ def setup_cpu_run(cfg: Config) -> None:
     cfg.model_wrapper_cfg = wrapper
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group('gloo')
+
+
+def finish_distributed() -> None:
+    """Tear down the process group before the interpreter exits: a gloo group left alive
+    can abort the process at exit ("terminate called without an active exception")."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

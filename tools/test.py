@@ -12,7 +12,7 @@ from mmengine.config import Config, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
-from dat.runner_utils import allow_runner_checkpoints, setup_cpu_run
+from dat.runner_utils import allow_runner_checkpoints, finish_distributed, setup_cpu_run
 
 allow_runner_checkpoints()
 
@@ -65,6 +65,7 @@ def main():
     if runner.rank == 0:
         print(' '.join(f'{k}: {v:.4f}' if isinstance(v, float) else f'{k}: {v}'
                        for k, v in metrics.items()))
+    finish_distributed()
 
 
 if __name__ == '__main__':

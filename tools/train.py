@@ -13,7 +13,7 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from dat.runner_utils import allow_runner_checkpoints, setup_cpu_run
+from dat.runner_utils import allow_runner_checkpoints, finish_distributed, setup_cpu_run
 
 allow_runner_checkpoints()
 
@@ -88,6 +88,7 @@ def main():
     cfg = merge_args(Config.fromfile(args.config), args)
     runner = Runner.from_cfg(cfg)
     runner.train()
+    finish_distributed()
 
 
 if __name__ == '__main__':
