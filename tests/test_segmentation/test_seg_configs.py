@@ -1,13 +1,9 @@
 """Every segmentation config parses, carries the paper's recipe, builds with the paper's
 parameter count and runs inference (whole and slide) on the CPU with random weights.
 
-Sizes, to keep the test time down on two shared CPU cores:
-- UperNet DAT-T at full size, through the config's test pipeline: a 512x512 image and a
-  375x500 one (ADE20K-like; resized to 512x683), each in whole and slide mode (512x512
-  crops, stride 341: one window for the square, two overlapping ones for 512x683).
-- Semantic FPN DAT-T at full size on the 375x500 image, whole and slide.
-- The DAT-S and DAT-B configs (same heads as DAT-T, deeper/wider backbones) on a 47x63
-  image without resizing, whole and slide (48x48 crops, stride 32: two windows).
+Every config, through its own test pipeline: a 512x512 image and a 375x500 one (ADE20K-like;
+resized to 512x683), each in whole and slide mode (512x512 crops, stride 341: one window for
+the square, so slide must equal whole; two overlapping ones for 512x683).
 """
 from pathlib import Path
 
@@ -132,21 +128,12 @@ def test_build_params_and_inference(config):
     check_decay(cfg, model)
 
     rng = np.random.default_rng(0)
-    if arch == 'tiny':
-        if folder == 'upernet':
-            square = rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)
-            whole = infer(model, square, 'whole')
-            # One 512x512 window covers the image: slide gives the whole-image logits.
-            slide = infer(model, square, 'slide', (512, 512), (341, 341))
-            torch.testing.assert_close(slide, whole, rtol=1e-4, atol=1e-4)
-        odd = rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)
-        whole = infer(model, odd, 'whole')
-        slide = infer(model, odd, 'slide', (512, 512), (341, 341))  # two crops of 512x683
-        assert not torch.allclose(slide, whole)
-    else:
-        model.cfg.test_pipeline = [dict(type='LoadImageFromNDArray'),
-                                   dict(type='PackSegInputs')]
-        img = rng.integers(0, 256, (47, 63, 3), dtype=np.uint8)
-        whole = infer(model, img, 'whole')
-        slide = infer(model, img, 'slide', (48, 48), (32, 32))
-        assert not torch.allclose(slide, whole)
+    square = rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    whole = infer(model, square, 'whole')
+    # One 512x512 window covers the image: slide gives the whole-image logits.
+    slide = infer(model, square, 'slide', (512, 512), (341, 341))
+    torch.testing.assert_close(slide, whole, rtol=1e-4, atol=1e-4)
+    odd = rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)
+    whole = infer(model, odd, 'whole')
+    slide = infer(model, odd, 'slide', (512, 512), (341, 341))  # two crops of 512x683
+    assert not torch.allclose(slide, whole)
