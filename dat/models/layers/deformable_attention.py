@@ -184,16 +184,17 @@ class DeformableAttention(nn.Module):
         """Step 6 with fused kernels: (B, M, HW, d) -> (B, M, HW, d)."""
         B, G, H, W, _ = positions.shape
         dropout_p = self.attn_drop.p if self.training else 0.0
-        keys, queries = positions.reshape(B, G, H * W, 2), references[0, 0].reshape(H * W, 2)
         if H * W >= fast_attention.FLEX_MIN_KEYS and dropout_p == 0:
             if fast_attention.flex_available(q):
+                keys = positions.reshape(B, G, H * W, 2)
+                queries = references[0, 0].reshape(H * W, 2)
                 return fast_attention.deformable_flex_attention(
                     q, k, v, self.rpe_table, keys, queries, self.scale)
             if get_attention_impl() == 'fast':
                 fast_attention.warn_once(
                     f"attention impl 'fast' on {q.device.type}: deformable blocks use SDPA "
                     'with a materialised position bias (FlexAttention needs CUDA)')
-        bias = fast_attention.sampled_position_bias(self.rpe_table, keys, queries)
+        bias = self.position_bias(positions, H, W)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
                                               dropout_p=dropout_p, scale=self.scale)
 

@@ -80,34 +80,6 @@ def window_sdpa(qkv: torch.Tensor, batch: int, num_heads: int, bias: torch.Tenso
         .reshape(n_windows, N, num_heads * head_dim)
 
 
-def sampled_position_bias(table: torch.Tensor, positions: torch.Tensor,
-                          references: torch.Tensor) -> torch.Tensor:
-    """Step 5 materialised, as ``DeformableAttention.position_bias``, laid out for speed.
-
-    Each image samples its own (broadcast) view of the table, so the backward pass of
-    ``grid_sample`` accumulates the table gradient in one slice per image instead of every
-    sample of the batch adding into one small table; and the grid is built in (x, y) order
-    and the output comes out as (B, M, ...) without a permute.
-
-    Args:
-        table: (heads, Th, Tw).
-        positions: (B, G, Nk, 2) key positions, (y, x) in [-1, 1].
-        references: (Nq, 2) query reference points, (y, x) in [-1, 1].
-
-    Returns:
-        (B, heads, Nq, Nk), in the positions' dtype.
-    """
-    B, G, n_keys = positions.shape[:3]
-    heads = table.shape[0]
-    # (1, 1, Nq, 1, 2) - (B, G, 1, Nk, 2): the displacement, halved, as grid_sample's (x, y).
-    grid = (references.flip(-1)[:, None] - positions.flip(-1)[:, :, None]) * 0.5
-    grid = grid.reshape(B * G, -1, n_keys, 2)
-    per_image = table.to(grid.dtype).reshape(1, G, heads // G, *table.shape[1:]) \
-        .expand(B, -1, -1, -1, -1).reshape(B * G, heads // G, *table.shape[1:])
-    bias = F.grid_sample(per_image, grid, mode='bilinear', align_corners=True)
-    return bias.reshape(B, heads, -1, n_keys)
-
-
 def bilinear_bias_score_mod(table: torch.Tensor, query_y: torch.Tensor,
                             query_x: torch.Tensor, key_y: torch.Tensor, key_x: torch.Tensor,
                             heads_per_group: int, n_keys: Optional[int] = None) -> Callable:
