@@ -1,37 +1,46 @@
-"""``dat::`` config paths for mmengine, as ``mmpretrain::`` and ``mmdet::`` work::
+"""``dat::`` config paths, as ``mmpretrain::`` and ``mmdet::`` work in mmengine::
 
     _base_ = ['dat::dat/dat-tiny_8xb128_in1k.py']   # in a config of another project
 
-mmengine reads such a path from the ``.mim/configs`` folder of the installed package
-(``dat/.mim``, made by setup.py). mmengine 0.10.7 needs two things that importing ``dat``
-provides (our tools and ``mim train dat`` import it before they load a config; a script of
-your own does ``import dat`` first):
+The path is read from the ``.mim/configs`` folder of the imported ``dat`` package (made by
+setup.py: copies in a wheel, links to the checkout in an editable install). Our tools and
+``mim train dat`` import ``dat`` before they load a config; a script of your own does
+``import dat`` first.
 
-- ``dat`` in its table of packages that may be named that way
-  (``mmengine.config.utils.MODULE2PACKAGE``);
-- the package's folder. mmengine looks for it beside the package's metadata, in
-  site-packages, which is not where an editable install (PEP 660, setuptools >= 64) keeps the
-  code, so for ``dat`` the folder of the imported package is given instead.
+mmengine 0.10.7 can't do this by itself: it accepts ``PACKAGE::`` only for the OpenMMLab
+packages it lists, it looks for a package's folder beside its metadata in site-packages
+(where an editable install, PEP 660, keeps no code), and it would build what a ``dat::``
+base defines in a ``dat`` registry scope, which does not exist. Our configs name their own
+scope (``default_scope``: mmpretrain, mmdet or mmseg) and ``custom_imports``, so a ``dat::``
+base is read as if it were inherited by its path.
 """
 import os.path as osp
 
-PACKAGE_DIR = osp.dirname(osp.abspath(__file__))
+PREFIX = 'dat::'
+CONFIG_DIR = osp.join(osp.dirname(osp.abspath(__file__)), '.mim', 'configs')
 
 
 def register_config_scope() -> None:
     """Let mmengine's ``Config.fromfile`` resolve ``dat::`` paths (idempotent)."""
     try:
-        from mmengine.config import config as config_module
-        from mmengine.config.utils import MODULE2PACKAGE
+        from mmengine.config import Config
     except ImportError:  # no mmengine: there are no configs to resolve
         return
-    MODULE2PACKAGE.setdefault('dat', 'dat')
-    find_package = config_module.get_installed_path
-    if getattr(find_package, 'knows_dat', False):
+    resolve = Config._get_cfg_path
+    if getattr(resolve, 'knows_dat', False):
         return
 
-    def get_installed_path(package: str) -> str:
-        return PACKAGE_DIR if package == 'dat' else find_package(package)
+    def get_cfg_path(cfg_path: str, filename: str):
+        if not cfg_path.startswith(PREFIX):
+            return resolve(cfg_path, filename)
+        path = osp.join(CONFIG_DIR, cfg_path[len(PREFIX):])
+        if not osp.isfile(path):
+            raise FileNotFoundError(
+                f'{cfg_path} (in {filename}): no such config in {CONFIG_DIR}' +
+                ('' if osp.isdir(CONFIG_DIR) else
+                 '; that folder is made when dat is installed (pip install, or '
+                 'bash tools/install.sh for an editable install)'))
+        return path, None
 
-    get_installed_path.knows_dat = True
-    config_module.get_installed_path = get_installed_path
+    get_cfg_path.knows_dat = True
+    Config._get_cfg_path = staticmethod(get_cfg_path)
