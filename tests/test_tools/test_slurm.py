@@ -60,8 +60,8 @@ def read_last_checkpoint(work_dir):
 
 @pytest.fixture(scope='module')
 def slurm_partition(request):
-    """A running one-node cluster (started here unless it already runs; stopped at the end
-    if it was started here): the name of its partition."""
+    """A running one-node cluster (started here unless it already runs): the name of its
+    partition."""
     def say(line):
         reporter = request.config.pluginmanager.get_plugin('terminalreporter')
         if reporter is not None:
@@ -86,7 +86,9 @@ def slurm_partition(request):
     conf = os.environ.get('DAT_SLURM_DIR', '/tmp/dat-slurm') + '/slurm.conf'
     os.environ.setdefault('SLURM_CONF', conf)
     yield os.environ.get('DAT_SLURM_PARTITION', 'debug')
-    if not was_running:
+    # stop it if it was started here and no one else's jobs are queued on it
+    queued = subprocess.run(['squeue', '-h'], capture_output=True, text=True).stdout.strip()
+    if not was_running and not queued:
         subprocess.run(cmd + ['stop'], capture_output=True, env=env)
 
 
