@@ -62,10 +62,12 @@ def read_last_checkpoint(work_dir):
 def slurm_partition(request):
     """A running one-node cluster (started here unless it already runs): the name of its
     partition."""
-    def say(line):
+    def say(line):  # on the terminal, past pytest's output capture
         reporter = request.config.pluginmanager.get_plugin('terminalreporter')
-        if reporter is not None:
-            reporter.write_line(line)
+        capture = request.config.pluginmanager.get_plugin('capturemanager')
+        if reporter is not None and capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(line)
 
     env = dict(os.environ)
     cmd = ['bash', str(CLUSTER)]
