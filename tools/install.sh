@@ -132,9 +132,19 @@ else
   "${PIP[@]}" install $(printf -- '-r %s ' "${REQS[@]/#/$ROOT/}")
 fi
 
+step "mim (openmim, without opendatalab: see requirements/mim.txt)"
+if requirements_met "$ROOT/requirements/mim.txt"; then
+  echo "    already installed"
+else
+  "${PIP[@]}" install --no-deps "$(grep '^openmim' "$ROOT/requirements/mim.txt")"
+  "${PIP[@]}" install $(grep -v -e '^#' -e '^openmim' "$ROOT/requirements/mim.txt")
+fi
+
 step "the dat package (editable)"
-# (run from / so that the checkout itself is not on sys.path)
-if (cd / && "$PYTHON" -c 'import dat, os, sys; sys.exit(os.path.dirname(os.path.dirname(dat.__file__)) != sys.argv[1])' "$ROOT") 2>/dev/null; then
+# (run from / so that the checkout itself is not on sys.path; dat/.mim links the configs,
+# tools and model-index.yml for mim and `dat::` config paths, and is made by the install)
+if [[ -e "$ROOT/dat/.mim/configs" ]] \
+  && (cd / && "$PYTHON" -c 'import dat, os, sys; sys.exit(os.path.dirname(os.path.dirname(dat.__file__)) != sys.argv[1])' "$ROOT") 2>/dev/null; then
   echo "    already installed from $ROOT"
 else
   "${PIP[@]}" install --no-deps --no-build-isolation -e "$ROOT"

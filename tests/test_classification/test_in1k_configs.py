@@ -75,9 +75,10 @@ NO_DECAY = ('norm', 'relative_position_bias_table', 'rpe_table')
 
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_build_and_train_step(name, tmp_path, load_tool):
-    import dat.adapters.mmpretrain  # noqa: F401
     from mmpretrain.registry import MODELS
     from mmpretrain.structures import DataSample
+
+    import dat.adapters.mmpretrain  # noqa: F401
 
     init_default_scope('mmpretrain')
     cfg = cpu_config(name, tmp_path, load_tool)

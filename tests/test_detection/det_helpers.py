@@ -85,10 +85,11 @@ def small_config_text(recipe: str, data_root: Path, classes, scale=(224, 160),
     test_cfg=dict(score_thr=0.0, nms_pre=200, max_per_img=20),"""
         out_indices, in_channels = (1, 2, 3), MINI_ARCH['embed_dims'][1:]
     load = (f"dict(type='LoadAnnotations', with_bbox=True, with_mask={masks})")
+    backbone = dict(MINI_BACKBONE, arch=dict(MINI_ARCH, _delete_=True))
     return f"""
 _base_ = '{REPO / recipe}'
 model = dict(
-    backbone=dict({', '.join(f'{k}={v!r}' for k, v in dict(MINI_BACKBONE, arch=dict(MINI_ARCH, _delete_=True)).items())},
+    backbone=dict({', '.join(f'{k}={v!r}' for k, v in backbone.items())},
                   out_indices={out_indices!r}),
     neck=dict(in_channels={in_channels!r}, out_channels=32),{heads}
 )

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from det_helpers import REPO, detection_configs
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+
+from det_helpers import REPO, detection_configs
 
 CONFIGS = detection_configs()
 CHANNELS = {'tiny': [96, 192, 384, 768], 'small': [96, 192, 384, 768],
@@ -78,10 +79,10 @@ def test_config_follows_the_recipe(config):
 
 def test_param_groups_skip_decay_on_norms_and_position_tables():
     """The recipe's paramwise rules, applied by mmengine to a real DAT-T Mask R-CNN."""
+    from mmdet.registry import MODELS
     from mmengine.optim import build_optim_wrapper
 
     import dat.adapters.mmdet  # noqa: F401
-    from mmdet.registry import MODELS
     init_default_scope('mmdet')
     cfg = load('configs/mask_rcnn/mask-rcnn_dat-tiny_fpn_1x_coco.py')
     cfg.model.backbone.init_cfg = None
@@ -102,8 +103,9 @@ def test_param_groups_skip_decay_on_norms_and_position_tables():
 
 
 def build_detector(config: str):
-    import dat.adapters.mmdet  # noqa: F401
     from mmdet.registry import MODELS
+
+    import dat.adapters.mmdet  # noqa: F401
     init_default_scope('mmdet')
     cfg = load(config)
     cfg.model.backbone.init_cfg = None
@@ -170,8 +172,9 @@ def test_predict_at_800x1216_and_odd_size(config):
 def test_3x_augmentation_on_generated_coco(tmp_path, config):
     """The 3x train pipeline (multi-scale + DETR-style crop) on boxes and polygon masks."""
     import numpy as np
-    from det_helpers import make_coco
     from mmdet.registry import DATASETS
+
+    from det_helpers import make_coco
     init_default_scope('mmdet')
     make_coco(tmp_path, 4)
     cfg = load(config).train_dataloader.dataset

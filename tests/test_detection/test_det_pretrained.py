@@ -9,12 +9,13 @@ from contextlib import contextmanager
 
 import pytest
 import torch
-from det_helpers import small_config_text
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 
 from dat.converters import convert_dat2022
+
+from det_helpers import small_config_text
 
 MASK_RCNN = 'configs/mask_rcnn/mask-rcnn_dat-tiny_fpn_1x_coco.py'
 
@@ -43,16 +44,18 @@ def captured_log(name):
 
 
 def dat_for_mmdet(**kwargs):
-    import dat.adapters.mmdet  # noqa: F401
     from mmdet.registry import MODELS
+
+    import dat.adapters.mmdet  # noqa: F401
     init_default_scope('mmdet')
     return MODELS.build(dict(type='DAT', **kwargs))
 
 
 def test_converted_checkpoint_matches_classification_backbone(converted):
-    import dat.adapters.mmpretrain  # noqa: F401
     from mmengine.runner import load_checkpoint
     from mmpretrain.registry import MODELS as CLS_MODELS
+
+    import dat.adapters.mmpretrain  # noqa: F401
     path, info = converted
     init_default_scope('mmpretrain')
     same = dict(arch=info['arch'], img_size=info['img_size'], window_size=info['window_size'])
@@ -84,8 +87,9 @@ def test_converted_checkpoint_matches_classification_backbone(converted):
 def test_detector_resizes_tables_of_a_checkpoint_made_at_another_size(converted, tmp_path):
     """Mask R-CNN from our recipe (img_size 224, window 7) with the golden backbone, whose
     tables are for 64 px and window 4: the detector's init_weights loads and resizes them."""
-    import dat.adapters.mmdet  # noqa: F401
     from mmdet.registry import MODELS
+
+    import dat.adapters.mmdet  # noqa: F401
     path, info = converted
     init_default_scope('mmdet')
     cfg = Config.fromfile(MASK_RCNN)
@@ -152,9 +156,10 @@ def test_wrong_prefix_names_the_checkpoint_keys(converted):
 def test_unsupported_image_shapes(tmp_path):
     """Inputs given to the detector directly must be (B, 3, H, W) with both sides >= 32;
     through the data preprocessor small images are padded to 32 and work."""
-    import dat.adapters.mmdet  # noqa: F401
     from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
+
+    import dat.adapters.mmdet  # noqa: F401
     init_default_scope('mmdet')
     config = tmp_path / 'mini.py'
     config.write_text(small_config_text(MASK_RCNN, tmp_path, ('box', 'disk')))

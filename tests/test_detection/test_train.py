@@ -18,9 +18,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from det_helpers import REPO, make_coco, small_config_text
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+
+from det_helpers import REPO, make_coco, small_config_text
 
 CLASSES = ('box', 'disk')
 
@@ -82,11 +83,11 @@ def test_dist_train_then_test(tmp_path, recipe, metrics):
 def test_loss_falls_on_one_easy_class(tmp_path):
     """A mini RetinaNet from our recipe, with the recipe's AdamW and parameter groups at
     lr 1e-3: the mean loss of the last 5 of 25 iterations is below half of the first 3."""
+    from mmdet.registry import DATASETS, MODELS
     from mmengine.dataset import pseudo_collate
     from mmengine.optim import build_optim_wrapper
 
     import dat.adapters.mmdet  # noqa: F401
-    from mmdet.registry import DATASETS, MODELS
     init_default_scope('mmdet')
     make_coco(tmp_path / 'data', 8, classes=('box', ), size=(128, 128), max_objects=2)
     config = tmp_path / 'config.py'

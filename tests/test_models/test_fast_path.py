@@ -11,9 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from dat.models import DAT
-from dat.models.layers import (DeformableAttention, WindowAttention, attention_impl,
+from dat.models.layers import (DeformableAttention, WindowAttention, attention_impl, fast_attention,
                                get_attention_impl, set_attention_impl)
-from dat.models.layers import fast_attention
 from dat.models.layers.common import use_fast_attention
 from dat.models.layers.deformable_attention import reference_points
 

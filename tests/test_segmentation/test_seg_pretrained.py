@@ -8,6 +8,7 @@ from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
 
 from dat.models import DAT
+
 from seg_utils import MINI_ARCH
 
 

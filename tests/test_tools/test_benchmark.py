@@ -38,7 +38,7 @@ def test_arch_and_compare_swin(bench, capsys):
 
 def test_impl_fast_inference_bf16(bench, capsys):
     bench.main(['--arch', 'tiny', '--img-size', '64', '--impl', 'fast',
-                    '--mode', 'inference'] + FAST[:-1] + ['bf16'])
+                '--mode', 'inference'] + FAST[:-1] + ['bf16'])
     (record, ) = json_lines(capsys.readouterr().out)
     assert (record['impl'], record['mode'], record['amp']) == ('fast', 'inference', 'bf16')
     assert record['img_size'] == [64, 64]

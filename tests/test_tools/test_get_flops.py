@@ -4,7 +4,6 @@ import sys
 import pytest
 from mmengine.config import Config
 
-
 # The paper's GFLOPs (fvcore) and the 2022 checkpoints' parameter counts.
 PAPER = {
     'dat-tiny_8xb128_in1k.py': (224, 4.59, 28_319_138),

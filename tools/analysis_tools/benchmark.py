@@ -205,7 +205,8 @@ def measure(runner: Runner, args) -> Dict:
 
 
 def profile(runner: Runner, args, title: str):
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
     activities = [ProfilerActivity.CPU]
     sort_by = 'self_cpu_time_total'
     if args.device.type == 'cuda':
@@ -259,6 +260,7 @@ def main(argv: Optional[List[str]] = None):
         del model
         if args.device.type == 'cuda':
             torch.cuda.empty_cache()
+
 
 if __name__ == '__main__':
     main()

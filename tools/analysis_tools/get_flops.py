@@ -18,6 +18,7 @@ from mmengine.config import Config, DictAction
 
 from dat.adapters.builder import TensorMode, build_model_from_config
 
+
 def parse_args():
     parser = argparse.ArgumentParser(description='Count parameters and FLOPs')
     parser.add_argument('config', help='config file')

@@ -1,12 +1,14 @@
 """Generate a small image classification dataset of drawn textures in the ImageNet layout.
 
-    python tools/dataset_converters/make_shapes_dataset.py data/shapes [--train 200 --val 50 --size 32]
+    python tools/dataset_converters/make_shapes_dataset.py data/shapes \
+        [--train 200 --val 50 --size 32]
 
 Every image holds one patch of a procedurally drawn texture whose kind is the class:
 stripes at 0, 45, 90 or 135 degrees (each jittered by up to 12 degrees), a checkerboard or
 a grid of dots. Colours, period, phase, patch shape (disc or rotated square), size and
-position are random; the background is noisy with a few distracting lines. Train and val images are drawn from different random streams,
-so val is held out. The result loads with mmpretrain's ``ImageNet`` / ``CustomDataset``::
+position are random; the background is noisy with a few distracting lines. Train and val
+images are drawn from different random streams, so val is held out. The result loads with
+mmpretrain's ``ImageNet`` / ``CustomDataset``::
 
     OUT_DIR/
     ├── train/{stripes_0,stripes_45,...}/00000.png ...

@@ -62,8 +62,9 @@ def load_config(config: str):
         return Config.fromfile(config)
     if config.endswith('.py'):
         fail(f'no such config: {config}')
-    import dat.adapters.mmpretrain  # noqa: F401  (registers the DAT model names)
     from mmpretrain.apis import ModelHub
+
+    import dat.adapters.mmpretrain  # noqa: F401  (registers the DAT model names)
     try:
         return ModelHub.get(config).config
     except ValueError:
@@ -182,6 +183,7 @@ def main(argv: Optional[Sequence[str]] = None):
                  'export without --dynamic (batch 1)')
         print(f'dynamic batch: input (2, 3, {height}, {width}): '
               f'max |onnxruntime - pytorch| = {diff:.3e}')
+
 
 if __name__ == '__main__':
     main(sys.argv[1:])

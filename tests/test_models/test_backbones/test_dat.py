@@ -32,6 +32,7 @@ def test_arch():
         DAT('tiny', window_size=[7, 7])
 
     model = mini()
+
     def kind(attn):
         if isinstance(attn, DeformableAttention):
             return 'D'
