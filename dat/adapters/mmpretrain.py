@@ -1,5 +1,6 @@
-"""Register :class:`dat.models.DAT` as ``mmpretrain``'s backbone ``DAT``, and the DAT
-classification models with mmpretrain's model hub.
+"""Register :class:`dat.models.DAT` and :class:`dat.models.DATPlusPlus` as ``mmpretrain``'s
+backbones ``DAT`` and ``DATPlusPlus``, and the DAT classification models with mmpretrain's
+model hub.
 
 After ``import dat.adapters.mmpretrain``::
 
@@ -17,9 +18,10 @@ from pathlib import Path
 
 from mmpretrain.registry import MODELS
 
-from dat.models import DAT
+from dat.models import DAT, DATPlusPlus
 
 MODELS.register_module(name='DAT', module=DAT, force=True)
+MODELS.register_module(name='DATPlusPlus', module=DATPlusPlus, force=True)
 
 #: The checkout's root: config paths in the metafiles are relative to it.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -40,4 +42,4 @@ def register_model_index() -> None:
 _registered = set()
 register_model_index()
 
-__all__ = ['DAT', 'register_model_index']
+__all__ = ['DAT', 'DATPlusPlus', 'register_model_index']

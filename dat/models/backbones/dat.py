@@ -166,6 +166,8 @@ class DAT(BaseModule):
                      block_types=['LS', 'LS', 'LD' * 9, 'LD']),
     }
     arch_keys = ('embed_dims', 'depths', 'num_heads', 'groups', 'block_types')
+    #: The letters of ``block_types``.
+    block_kinds = 'LSD'
 
     def __init__(self,
                  arch: Union[str, Dict] = 'tiny',
@@ -215,13 +217,13 @@ class DAT(BaseModule):
         """Check ``arch`` and return its settings as a dict."""
         if isinstance(arch, str):
             if arch not in cls.arch_zoo:
-                raise ValueError(f'Unknown arch {arch!r} for DAT; choose one of '
+                raise ValueError(f'Unknown arch {arch!r} for {cls.__name__}; choose one of '
                                  f'{sorted(cls.arch_zoo)} or pass a dict with the keys '
                                  f'{list(cls.arch_keys)}')
             return dict(cls.arch_zoo[arch])
         missing = set(cls.arch_keys) - set(arch)
         if missing:
-            raise ValueError(f'A custom DAT arch needs the keys {list(cls.arch_keys)}; '
+            raise ValueError(f'A custom {cls.__name__} arch needs the keys {list(cls.arch_keys)}; '
                              f'missing {sorted(missing)}')
         settings = {key: list(arch[key]) for key in cls.arch_keys}
         for key in cls.arch_keys:
@@ -229,9 +231,9 @@ class DAT(BaseModule):
                 raise ValueError(f'arch[{key!r}] needs one entry per stage (4), '
                                  f'got {settings[key]}')
         for i, (kinds, depth) in enumerate(zip(settings['block_types'], settings['depths'])):
-            if len(kinds) != depth or set(kinds) - set('LSD'):
+            if len(kinds) != depth or set(kinds) - set(cls.block_kinds):
                 raise ValueError(f'arch block_types[{i}]={kinds!r} must have {depth} letters '
-                                 f"from 'L', 'S', 'D'")
+                                 f'from {", ".join(map(repr, cls.block_kinds))}')
             if 'D' in kinds and settings['groups'][i] <= 0:
                 raise ValueError(f'stage {i} has D blocks but groups={settings["groups"][i]}')
         return settings
