@@ -11,6 +11,12 @@ Every key goes through one table of renames, :data:`RENAMES`. The architecture i
 the checkpoint (:func:`infer_arch`), a model of it is built on the meta device, and the
 converted keys must match its keys and shapes exactly, so a missing, unknown or
 mis-shaped key stops the conversion with its name.
+
+Detection and segmentation checkpoints (mmdet 2.26 / mmseg 0.29, ``{"state_dict": ...,
+"meta": ...}``) convert with :func:`convert_datpp_downstream`: the backbone keys go through
+the same table, the neck and head keys are kept, because mmdet 3 and mmseg 1 kept the names
+of these modules (FPN, RPN, RoI and RetinaNet heads, UPerHead, FPNHead, FCNHead: their
+model zoos load the 2.x / 0.x checkpoints of these detectors unchanged).
 """
 from typing import Dict, List, Tuple
 
@@ -163,3 +169,34 @@ def convert_datpp(checkpoint: Dict) -> Tuple[Dict[str, Tensor], Dict]:
         raise ConversionError('expected a DAT++ checkpoint: {"model": state_dict}')
     arch_info = infer_arch(state)
     return convert_state(state, rename_key, expected_shapes(arch_info)), arch_info
+
+
+def convert_datpp_downstream(checkpoint: Dict) -> Tuple[Dict[str, Tensor], Dict]:
+    """Convert a DAT-Detection (mmdet 2.26) or DAT-Segmentation (mmseg 0.29) checkpoint.
+
+    Returns:
+        tuple: ``(state_dict, info)``: the mmdet 3 / mmseg 1 state dict (``backbone.*`` in
+        our names, neck and head keys unchanged) and what :func:`infer_arch` found, plus
+        ``dataset_meta`` (``classes``, and ``palette`` if the checkpoint has one).
+
+    Raises:
+        ConversionError: naming every backbone key that is unknown, missing or of the
+            wrong shape.
+    """
+    state = checkpoint.get('state_dict', checkpoint)
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ConversionError('expected an mmdet / mmseg checkpoint: {"state_dict": ...}')
+    backbone = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
+    if not backbone or not is_datpp(backbone):
+        raise ConversionError('the checkpoint has no DAT++ backbone (backbone.patch_proj.*, '
+                              'backbone.stages.*.local_perception_units.*)')
+    info = infer_arch(backbone)
+    if info['num_classes'] is not None:
+        raise ConversionError("the backbone has a classifier (backbone.cls_head.*); convert "
+                              'an ImageNet checkpoint with convert_datpp')
+    converted = convert_state(backbone, rename_key, expected_shapes(info))
+    converted.update((k, v) for k, v in state.items() if not k.startswith('backbone.'))
+    meta = checkpoint.get('meta') or {}
+    info['dataset_meta'] = {new: list(meta[old]) for old, new in
+                            (('CLASSES', 'classes'), ('PALETTE', 'palette')) if old in meta}
+    return converted, info

@@ -14,6 +14,7 @@ import torch
 
 from dat.converters import ConversionError
 from dat.converters.datpp import convert_datpp
+from dat.converters.renames import read_checkpoint
 
 
 def parse_args():
@@ -21,11 +22,6 @@ def parse_args():
     parser.add_argument('src', help='DAT++ checkpoint ({"model": state_dict})')
     parser.add_argument('dst', help='where to write the mmpretrain checkpoint')
     return parser.parse_args()
-
-
-def read_checkpoint(path: str) -> dict:
-    """The one place that reads the source file (tensors only, no pickled code)."""
-    return torch.load(path, map_location='cpu', weights_only=True)
 
 
 def main():
