@@ -1,5 +1,7 @@
 import importlib.util
+import json
 import os
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,21 @@ def import_tool(relpath: str):
 def load_tool():
     """The :func:`import_tool` function, for tests that load the tools' scripts."""
     return import_tool
+
+
+@pytest.fixture(scope='session')
+def datpp_backbone_layouts():
+    """{layout: {key: shape}}: the backbones of the authors' DAT++ detection and segmentation
+    checkpoints (tests/data/datpp_det_seg_backbone_keys.tsv), keys without ``backbone.``."""
+    layouts, current = defaultdict(dict), None
+    for line in (REPO / 'tests/data/datpp_det_seg_backbone_keys.tsv').read_text().splitlines():
+        if line.startswith('## '):
+            current = line[3:].split(':')[0]
+        elif not line.startswith('#'):
+            key, shape, _ = line.split('\t')
+            layouts[current][key] = tuple(json.loads(shape.replace('(', '[').replace(
+                ',)', ']').replace(')', ']')))
+    return dict(layouts)
 
 
 def pytest_configure(config):

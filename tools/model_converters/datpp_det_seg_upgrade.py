@@ -38,10 +38,19 @@ def check_loads(state_dict: dict, config: str):
     cfg = Config.fromfile(config)
     cfg.model.backbone.init_cfg = None
     model = build_model_from_config(cfg)
-    result = model.load_state_dict(state_dict, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        sys.exit(f'error: the converted checkpoint does not fit {config}: missing '
-                 f'{result.missing_keys[:10]}, unexpected {result.unexpected_keys[:10]}')
+    own = model.state_dict()
+    problems = {
+        'missing': [k for k in own if k not in state_dict],
+        'unexpected': [k for k in state_dict if k not in own],
+        'of another shape': [f'{k} {tuple(v.shape)} vs {tuple(own[k].shape)}'
+                             for k, v in state_dict.items()
+                             if k in own and v.shape != own[k].shape],
+    }
+    if any(problems.values()):
+        sys.exit(f'error: the converted checkpoint does not fit {config}: ' + '; '.join(
+            f'{len(keys)} keys {name} ({", ".join(keys[:5])}{", ..." if len(keys) > 5 else ""})'
+            for name, keys in problems.items() if keys))
+    model.load_state_dict(state_dict, strict=True)
 
 
 def main():
@@ -57,10 +66,7 @@ def main():
     except ConversionError as err:
         sys.exit(f'error: {args.src}: {err}')
     if args.config:
-        try:
-            check_loads(state_dict, args.config)
-        except RuntimeError as err:  # shape mismatch
-            sys.exit(f'error: the converted checkpoint does not fit {args.config}: {err}')
+        check_loads(state_dict, args.config)
     os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
     meta = dict(converted_from='datpp-det-seg', dataset_meta=info.pop('dataset_meta'), **info)
     torch.save(dict(state_dict=state_dict, meta=meta), args.dst)
