@@ -1,7 +1,7 @@
 import importlib.util
 import json
 import os
-from collections import defaultdict
+import re
 from pathlib import Path
 
 import pytest
@@ -38,19 +38,35 @@ def load_tool():
     return import_tool
 
 
+def read_key_lists(path: Path) -> dict:
+    """{name: (parameters, {key: shape})} from a key list: sections headed by
+    ``# name: ... N parameters ...`` (or ``## ...``), then ``key<TAB>shape<TAB>dtype`` lines."""
+    lists, current = {}, None
+    for line in path.read_text().splitlines():
+        if line.startswith('#'):
+            header = re.match(r'#+ (\w+): .*?(\d+) parameters', line)
+            if header:
+                current = header.group(1)
+                lists[current] = (int(header.group(2)), {})
+            continue
+        key, shape, _ = line.split('\t')
+        lists[current][1][key] = tuple(json.loads(shape.replace('(', '[').replace(
+            ',)', ']').replace(')', ']')))
+    return lists
+
+
+@pytest.fixture(scope='session')
+def key_lists():
+    """The :func:`read_key_lists` function."""
+    return read_key_lists
+
+
 @pytest.fixture(scope='session')
 def datpp_backbone_layouts():
     """{layout: {key: shape}}: the backbones of the authors' DAT++ detection and segmentation
     checkpoints (tests/data/datpp_det_seg_backbone_keys.tsv), keys without ``backbone.``."""
-    layouts, current = defaultdict(dict), None
-    for line in (REPO / 'tests/data/datpp_det_seg_backbone_keys.tsv').read_text().splitlines():
-        if line.startswith('## '):
-            current = line[3:].split(':')[0]
-        elif not line.startswith('#'):
-            key, shape, _ = line.split('\t')
-            layouts[current][key] = tuple(json.loads(shape.replace('(', '[').replace(
-                ',)', ']').replace(')', ']')))
-    return dict(layouts)
+    lists = read_key_lists(REPO / 'tests/data/datpp_det_seg_backbone_keys.tsv')
+    return {name: keys for name, (_, keys) in lists.items()}
 
 
 def pytest_configure(config):

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from .renames import (ConversionError, Rule, apply_rules, compile_rules, convert_state, need,
-                      squeeze_1x1)
+                      read_stage, squeeze_1x1, state_dict_of)
 
 Tensor = torch.Tensor
 
@@ -81,23 +81,16 @@ def infer_arch(state: Dict[str, Tensor]) -> Dict:
     arch = dict(embed_dims=[], depths=[], num_heads=[], groups=[], block_types=[])
     windows, img_size = [], None
     for i in range(4):
-        prefix = f'stages.{i}.'
-        arch['embed_dims'].append(_need(state, prefix + 'layer_norms.0.norm.weight').shape[0])
-        depth = 1 + max((int(k.split('.')[3]) for k in state
-                         if k.startswith(prefix + 'mlps.')), default=-1)
-        if depth == 0:
-            raise ConversionError(f'the 2022 checkpoint has no keys {prefix}mlps.*')
+        dim, depth, d_blocks = read_stage(state, i, '2022')
+        arch['embed_dims'].append(dim)
         kinds, window, heads, groups = '', None, None, -1
         for j in range(depth):
-            attn = f'{prefix}attns.{j}.'
-            if attn + 'rpe_table' in state:
+            attn = f'stages.{i}.attns.{j}.'
+            if j in d_blocks:
                 kinds += 'D'
-                table = state[attn + 'rpe_table']
-                heads = table.shape[0]
-                groups = arch['embed_dims'][i] // _need(
-                    state, attn + 'conv_offset.0.weight').shape[0]
+                heads, groups, table_size = d_blocks[j]
                 if img_size is None:
-                    img_size = (table.shape[1] + 1) // 2 * 4 * 2 ** i
+                    img_size = (table_size + 1) // 2 * 4 * 2 ** i
             else:
                 kinds += 'S' if attn + 'attn_mask' in state else 'L'
                 table = _need(state, attn + 'relative_position_bias_table')
@@ -137,8 +130,6 @@ def convert_dat2022(checkpoint: Dict) -> Tuple[Dict[str, Tensor], Dict]:
     Raises:
         ConversionError: naming every key that is unknown, missing or of the wrong shape.
     """
-    state = checkpoint.get('model', checkpoint)
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ConversionError('expected a 2022 DAT checkpoint: {"model": state_dict}')
+    state = state_dict_of(checkpoint, 'model', '2022 DAT')
     arch_info = infer_arch(state)
     return convert_state(state, rename_key, expected_shapes(arch_info)), arch_info

@@ -23,7 +23,7 @@ from typing import Dict, List, Tuple
 import torch
 
 from .renames import (ConversionError, Rule, apply_rules, compile_rules, convert_state, need,
-                      squeeze_1x1)
+                      read_stage, squeeze_1x1, state_dict_of)
 
 Tensor = torch.Tensor
 LAYOUT = 'DAT++'
@@ -98,31 +98,23 @@ def infer_arch(state: Dict[str, Tensor]) -> Dict:
     arch = dict(embed_dims=[], depths=[], num_heads=[], groups=[], block_types=[])
     img_size = None
     for i in range(4):
-        prefix = f'stages.{i}.'
-        arch['embed_dims'].append(
-            need(state, prefix + 'layer_norms.0.norm.weight', LAYOUT).shape[0])
-        depth = 1 + max((int(k.split('.')[3]) for k in state
-                         if k.startswith(prefix + 'mlps.')), default=-1)
-        if depth == 0:
-            raise ConversionError(f'the {LAYOUT} checkpoint has no keys {prefix}mlps.*')
+        dim, depth, d_blocks = read_stage(state, i, LAYOUT)
+        arch['embed_dims'].append(dim)
         kinds, heads, groups = '', None, -1
         for j in range(depth):
-            attn = f'{prefix}attns.{j}.'
-            if attn + 'rpe_table' in state:
+            if j in d_blocks:
                 kinds += 'D'
-                table = state[attn + 'rpe_table']
-                heads = table.shape[0]
-                groups = arch['embed_dims'][i] // need(
-                    state, attn + 'conv_offset.0.weight', LAYOUT).shape[0]
+                heads, groups, table_size = d_blocks[j]
                 if img_size is None:
-                    img_size = (table.shape[1] + 1) // 2 * 4 * 2 ** i
+                    img_size = (table_size + 1) // 2 * 4 * 2 ** i
             else:
                 kinds += 'N'
-                rpb = need(state, attn + 'rpb', LAYOUT)
+                key = f'stages.{i}.attns.{j}.rpb'
+                rpb = need(state, key, LAYOUT)
                 heads = rpb.shape[0]
                 if rpb.shape[-1] != 2 * NEIGHBORHOOD_SIZE - 1:
                     raise ConversionError(
-                        f'{attn}rpb {tuple(rpb.shape)}: only {NEIGHBORHOOD_SIZE}x'
+                        f'{key} {tuple(rpb.shape)}: only {NEIGHBORHOOD_SIZE}x'
                         f'{NEIGHBORHOOD_SIZE} neighbourhoods (tables of '
                         f'{2 * NEIGHBORHOOD_SIZE - 1}) are supported')
         arch['depths'].append(depth)
@@ -164,9 +156,7 @@ def convert_datpp(checkpoint: Dict) -> Tuple[Dict[str, Tensor], Dict]:
     Raises:
         ConversionError: naming every key that is unknown, missing or of the wrong shape.
     """
-    state = checkpoint.get('model', checkpoint)
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ConversionError('expected a DAT++ checkpoint: {"model": state_dict}')
+    state = state_dict_of(checkpoint, 'model', LAYOUT)
     arch_info = infer_arch(state)
     return convert_state(state, rename_key, expected_shapes(arch_info)), arch_info
 
@@ -183,9 +173,7 @@ def convert_datpp_downstream(checkpoint: Dict) -> Tuple[Dict[str, Tensor], Dict]
         ConversionError: naming every backbone key that is unknown, missing or of the
             wrong shape.
     """
-    state = checkpoint.get('state_dict', checkpoint)
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ConversionError('expected an mmdet / mmseg checkpoint: {"state_dict": ...}')
+    state = state_dict_of(checkpoint, 'state_dict', 'detection or segmentation')
     backbone = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
     if not backbone or not is_datpp(backbone):
         raise ConversionError('the checkpoint has no DAT++ backbone (backbone.patch_proj.*, '

@@ -82,6 +82,37 @@ def convert_state(state: Dict[str, Tensor], rename: Callable[[str], Tuple],
     return converted
 
 
+def state_dict_of(checkpoint: Dict, key: str, layout: str) -> Dict[str, Tensor]:
+    """``checkpoint[key]`` (or the checkpoint itself), checked to map names to tensors."""
+    state = checkpoint.get(key, checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ConversionError(f'expected a {layout} checkpoint: {{"{key}": state_dict}}')
+    return state
+
+
+def read_stage(state: Dict[str, Tensor], stage: int, layout: str) -> Tuple[int, int, Dict]:
+    """What the authors' layouts (2022 and DAT++ alike) say about stage ``stage``.
+
+    Returns:
+        tuple: ``(channels, depth, d_blocks)``; ``d_blocks`` maps the index of each D block
+        (one with ``rpe_table``) to ``(heads, groups, table height)``.
+    """
+    prefix = f'stages.{stage}.'
+    dim = need(state, prefix + 'layer_norms.0.norm.weight', layout).shape[0]
+    depth = 1 + max((int(k.split('.')[3]) for k in state
+                     if k.startswith(prefix + 'mlps.')), default=-1)
+    if depth == 0:
+        raise ConversionError(f'the {layout} checkpoint has no keys {prefix}mlps.*')
+    d_blocks = {}
+    for j in range(depth):
+        attn = f'{prefix}attns.{j}.'
+        if attn + 'rpe_table' in state:
+            table = state[attn + 'rpe_table']
+            group_channels = need(state, attn + 'conv_offset.0.weight', layout).shape[0]
+            d_blocks[j] = (table.shape[0], dim // group_channels, table.shape[1])
+    return dim, depth, d_blocks
+
+
 def need(state: Dict[str, Tensor], key: str, layout: str) -> Tensor:
     """``state[key]``, or a ConversionError that names the key."""
     if key not in state:

@@ -24,24 +24,32 @@ def parse_args():
     return parser.parse_args()
 
 
+def convert_file(src: str, convert):
+    """``convert(checkpoint)`` of the file ``src``; exits with a message naming the problem."""
+    if not os.path.isfile(src):
+        sys.exit(f'error: no such checkpoint: {src}')
+    try:
+        checkpoint = read_checkpoint(src)
+    except Exception as err:  # unreadable file: not a torch checkpoint
+        sys.exit(f'error: cannot read {src} as a checkpoint: {err}')
+    try:
+        return convert(checkpoint)
+    except ConversionError as err:
+        sys.exit(f'error: {src}: {err}')
+
+
+def save(dst: str, state_dict: dict, meta: dict):
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    torch.save(dict(state_dict=state_dict, meta=meta), dst)
+
+
 def main():
     args = parse_args()
-    if not os.path.isfile(args.src):
-        sys.exit(f'error: no such checkpoint: {args.src}')
-    try:
-        checkpoint = read_checkpoint(args.src)
-    except Exception as err:  # unreadable file: not a torch checkpoint
-        sys.exit(f'error: cannot read {args.src} as a checkpoint: {err}')
-    try:
-        state_dict, arch_info = convert_datpp(checkpoint)
-    except ConversionError as err:
-        sys.exit(f'error: {args.src}: {err}')
+    state_dict, arch_info = convert_file(args.src, convert_datpp)
     if arch_info['num_classes'] is None:
         sys.exit(f'error: {args.src} has no classifier (cls_head); for a detection or '
                  'segmentation checkpoint use datpp_det_seg_upgrade.py')
-    os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
-    torch.save(dict(state_dict=state_dict, meta=dict(converted_from='datpp', **arch_info)),
-               args.dst)
+    save(args.dst, state_dict, dict(converted_from='datpp', **arch_info))
     arch = arch_info['arch'] if isinstance(arch_info['arch'], str) else 'custom'
     params = sum(v.numel() for v in state_dict.values())
     print(f'converted {len(state_dict)} tensors, {params:,} parameters (DAT++ arch {arch}, '

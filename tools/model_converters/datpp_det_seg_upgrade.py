@@ -10,14 +10,11 @@ neck and head keys are kept (mmdet 3 and mmseg 1 use the same names). With ``--c
 result is also loaded, strictly, into that config's model before it is written.
 """
 import argparse
-import os
 import sys
 
-import torch
+from datpp2mmpretrain import convert_file, save  # the script's folder is on sys.path
 
-from dat.converters import ConversionError
 from dat.converters.datpp import convert_datpp_downstream
-from dat.converters.renames import read_checkpoint
 
 
 def parse_args():
@@ -55,21 +52,11 @@ def check_loads(state_dict: dict, config: str):
 
 def main():
     args = parse_args()
-    if not os.path.isfile(args.src):
-        sys.exit(f'error: no such checkpoint: {args.src}')
-    try:
-        checkpoint = read_checkpoint(args.src)
-    except Exception as err:  # unreadable file: not a torch checkpoint
-        sys.exit(f'error: cannot read {args.src} as a checkpoint: {err}')
-    try:
-        state_dict, info = convert_datpp_downstream(checkpoint)
-    except ConversionError as err:
-        sys.exit(f'error: {args.src}: {err}')
+    state_dict, info = convert_file(args.src, convert_datpp_downstream)
     if args.config:
         check_loads(state_dict, args.config)
-    os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
-    meta = dict(converted_from='datpp-det-seg', dataset_meta=info.pop('dataset_meta'), **info)
-    torch.save(dict(state_dict=state_dict, meta=meta), args.dst)
+    save(args.dst, state_dict,
+         dict(converted_from='datpp-det-seg', dataset_meta=info.pop('dataset_meta'), **info))
     arch = info['arch'] if isinstance(info['arch'], str) else 'custom'
     others = sorted({k.split('.')[0] for k in state_dict} - {'backbone'})
     print(f'converted {len(state_dict)} tensors (DAT++ arch {arch}, backbone outputs '

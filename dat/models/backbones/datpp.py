@@ -19,11 +19,10 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from mmengine.model import BaseModule
 from timm.layers import DropPath
 
 from ..layers import DeformableAttentionPlusPlus, NeighborhoodAttention
-from .dat import DAT, DATStage
+from .dat import DAT
 
 #: Neighbourhood side of the N blocks (``nat_ksizes`` of every released model).
 NEIGHBORHOOD_SIZE = 7
@@ -131,9 +130,10 @@ class DATPlusPlus(DAT):
     A re-implementation of `DAT++: Spatially Dynamic Vision Transformer with Deformable
     Attention <https://arxiv.org/abs/2309.01430>`_. Released checkpoints (ImageNet, and
     the backbones of the COCO and ADE20K models) convert to it with
-    ``tools/model_converters/datpp2mmpretrain.py``. It shares :class:`DAT`'s checkpoint
-    loading (``init_cfg``), ``frozen_stages``, ``with_cp``, outputs and
-    :meth:`forward_with_deform_info`; it builds its own stem, stages and blocks.
+    ``tools/model_converters/datpp2mmpretrain.py`` and ``datpp_det_seg_upgrade.py``. It is
+    :class:`DAT` with other layers (stem, downsampling, blocks): checkpoint loading
+    (``init_cfg``), ``frozen_stages``, ``with_cp``, outputs and
+    :meth:`forward_with_deform_info` are DAT's.
 
     Args:
         arch (str | dict): ``'tiny'``, ``'small'``, ``'base'``, or a dict with the keys
@@ -193,37 +193,26 @@ class DATPlusPlus(DAT):
                  frozen_stages: int = -1,
                  with_cp: bool = False,
                  init_cfg: Optional[Dict] = None):
-        # DAT.__init__ builds the 2022 layers; the methods shared with it need only what
-        # is set here.
-        BaseModule.__init__(self, init_cfg=init_cfg)
-        self.arch_settings = self.parse_arch(arch)
-        dims = self.arch_settings['embed_dims']
-        depths = self.arch_settings['depths']
-        img_h, img_w = (img_size, img_size) if isinstance(img_size, int) else img_size
-        self.out_indices = tuple(i % 4 for i in out_indices)
-        self.frozen_stages = frozen_stages
+        # DAT's window size is the neighbourhood of the N blocks here
+        super().__init__(arch, img_size, NEIGHBORHOOD_SIZE, in_channels, drop_path_rate,
+                         out_indices, frozen_stages, with_cp, init_cfg)
 
-        n_blocks = sum(depths)
-        drop_path = [drop_path_rate * k / max(n_blocks - 1, 1) for k in range(n_blocks)]
-        self.patch_embed = ConvStem(in_channels, dims[0])
-        self.stages = nn.ModuleList()
-        for i in range(4):
-            fmap = (img_h // 4 // 2 ** i, img_w // 4 // 2 ** i)  # as the release sizes tables
-            blocks = []
-            for j, kind in enumerate(self.arch_settings['block_types'][i]):
-                heads = self.arch_settings['num_heads'][i]
-                if kind == 'D':
-                    attn = DeformableAttentionPlusPlus(
-                        dims[i], heads, self.arch_settings['groups'][i], fmap, stage_index=i)
-                else:
-                    attn = NeighborhoodAttention(dims[i], heads, NEIGHBORHOOD_SIZE)
-                blocks.append(DATPlusPlusBlock(dims[i], attn, drop_path[sum(depths[:i]) + j]))
-            downsample = ConvDownsample(dims[i - 1], dims[i]) if i > 0 else None
-            self.stages.append(DATStage(downsample, blocks, with_cp))
-        for i in self.out_indices:
-            self.add_module(f'norm{i}', nn.LayerNorm(dims[i]))
-        self.num_features = [dims[i] for i in self.out_indices]
-        self._freeze_stages()
+    def _make_stem(self, in_channels: int, dim: int) -> nn.Module:
+        return ConvStem(in_channels, dim)
+
+    def _make_downsample(self, in_dim: int, out_dim: int) -> nn.Module:
+        return ConvDownsample(in_dim, out_dim)
+
+    def _make_block(self, kind: str, stage: int, fmap: Tuple[int, int], window: int,
+                    drop_path: float) -> nn.Module:
+        dim = self.arch_settings['embed_dims'][stage]
+        heads = self.arch_settings['num_heads'][stage]
+        if kind == 'D':
+            attn = DeformableAttentionPlusPlus(dim, heads, self.arch_settings['groups'][stage],
+                                               fmap, stage_index=stage)
+        else:
+            attn = NeighborhoodAttention(dim, heads, window)
+        return DATPlusPlusBlock(dim, attn, drop_path)
 
     def _check_input(self, x: torch.Tensor):
         if x.dim() != 4:

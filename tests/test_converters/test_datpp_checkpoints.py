@@ -1,5 +1,4 @@
 import json
-import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -18,28 +17,13 @@ ARCH = {'dat_pp_tiny': 'tiny', 'dat_pp_small': 'small', 'dat_pp_base': 'base',
         'dat_pp_base_384': 'base'}
 
 
-def read_key_tables(path):
-    """{model name: (declared parameter count, {key: (shape, dtype)})} from a key list."""
-    tables, counts, current = defaultdict(dict), {}, None
-    for line in path.read_text().splitlines():
-        header = re.match(r'# (\w+): .*?(\d+) parameters', line)
-        if header:
-            current = header.group(1)
-            counts[current] = int(header.group(2))
-            continue
-        key, shape, dtype = line.split('\t')
-        tables[current][key] = (tuple(json.loads(shape.replace('(', '[').replace(',)', ']')
-                                                 .replace(')', ']'))), dtype)
-    return {name: (counts[name], table) for name, table in tables.items()}
-
-
 def random_state(table):
-    return {key: torch.empty(shape).uniform_(-1, 1) for key, (shape, _) in table.items()}
+    return {key: torch.empty(shape).uniform_(-1, 1) for key, shape in table.items()}
 
 
 @pytest.fixture(scope='module')
-def released(reference_dir):
-    return read_key_tables(reference_dir / 'datpp_checkpoint_keys.tsv')
+def released(reference_dir, key_lists):
+    return key_lists(reference_dir / 'datpp_checkpoint_keys.tsv')
 
 
 @pytest.mark.parametrize('name', sorted(PARAMS))
