@@ -94,10 +94,12 @@ def small_config_text(recipe: str, data_root: Path, classes, scale=(224, 160),
     test_cfg=dict(score_thr=0.0, nms_pre=200, max_per_img=20),"""
         out_indices, in_channels = (1, 2, 3), backbone['arch']['embed_dims'][1:]
     load = (f"dict(type='LoadAnnotations', with_bbox=True, with_mask={masks})")
+    backbone_args = ', '.join(f'{k}={v!r}' for k, v in
+                              dict(backbone, arch=dict(backbone['arch'], _delete_=True)).items())
     return f"""
 _base_ = '{REPO / recipe}'
 model = dict(
-    backbone=dict({', '.join(f'{k}={v!r}' for k, v in dict(backbone, arch=dict(backbone['arch'], _delete_=True)).items())},
+    backbone=dict({backbone_args},
                   out_indices={out_indices!r}),
     neck=dict(in_channels={in_channels!r}, out_channels=32),{heads}
 )
