@@ -1,5 +1,7 @@
 import importlib.util
+import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,37 @@ def import_tool(relpath: str):
 def load_tool():
     """The :func:`import_tool` function, for tests that load the tools' scripts."""
     return import_tool
+
+
+def read_key_lists(path: Path) -> dict:
+    """{name: (parameters, {key: shape})} from a key list: sections headed by
+    ``# name: ... N parameters ...`` (or ``## ...``), then ``key<TAB>shape<TAB>dtype`` lines."""
+    lists, current = {}, None
+    for line in path.read_text().splitlines():
+        if line.startswith('#'):
+            header = re.match(r'#+ (\w+): .*?(\d+) parameters', line)
+            if header:
+                current = header.group(1)
+                lists[current] = (int(header.group(2)), {})
+            continue
+        key, shape, _ = line.split('\t')
+        lists[current][1][key] = tuple(json.loads(shape.replace('(', '[').replace(
+            ',)', ']').replace(')', ']')))
+    return lists
+
+
+@pytest.fixture(scope='session')
+def key_lists():
+    """The :func:`read_key_lists` function."""
+    return read_key_lists
+
+
+@pytest.fixture(scope='session')
+def datpp_backbone_layouts():
+    """{layout: {key: shape}}: the backbones of the authors' DAT++ detection and segmentation
+    checkpoints (tests/data/datpp_det_seg_backbone_keys.tsv), keys without ``backbone.``."""
+    lists = read_key_lists(REPO / 'tests/data/datpp_det_seg_backbone_keys.tsv')
+    return {name: keys for name, (_, keys) in lists.items()}
 
 
 def pytest_configure(config):

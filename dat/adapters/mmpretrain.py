@@ -1,30 +1,35 @@
-"""Register :class:`dat.models.DAT` as ``mmpretrain``'s backbone ``DAT``, and the DAT
-classification models with mmpretrain's model hub.
+"""Register :class:`dat.models.DAT` and :class:`dat.models.DATPlusPlus` as ``mmpretrain``'s
+backbones ``DAT`` and ``DATPlusPlus``, and the DAT classification models with mmpretrain's
+model hub.
 
 After ``import dat.adapters.mmpretrain``::
 
     >>> import mmpretrain
-    >>> mmpretrain.list_models('dat*')
+    >>> mmpretrain.list_models('dat-*')
     ['dat-base_8xb128_in1k', 'dat-base_8xb24_in1k-384px', 'dat-small_8xb128_in1k',
      'dat-tiny_8xb128_in1k']
+    >>> mmpretrain.list_models('datpp*')
+    ['datpp-base_8xb24_in1k-384px', 'datpp-base_8xb64_in1k', 'datpp-small_8xb128_in1k',
+     'datpp-tiny_8xb128_in1k']
     >>> model = mmpretrain.get_model('dat-tiny_8xb128_in1k', pretrained='dat-tiny.pth')
 
-The hub gets the models of ``configs/dat/metafile.yml`` (listed with the other metafiles in
-the repository's ``model-index.yml``). It needs the repository checkout (``pip install -e .``);
-without one only the backbone is registered.
+The hub gets the models of ``configs/dat/metafile.yml`` and ``configs/datpp/metafile.yml``
+(listed with the other metafiles in the repository's ``model-index.yml``). It needs the
+repository checkout (``pip install -e .``); without one only the backbones are registered.
 """
 from pathlib import Path
 
 from mmpretrain.registry import MODELS
 
-from dat.models import DAT
+from dat.models import DAT, DATPlusPlus
 
 MODELS.register_module(name='DAT', module=DAT, force=True)
+MODELS.register_module(name='DATPlusPlus', module=DATPlusPlus, force=True)
 
 #: The checkout's root: config paths in the metafiles are relative to it.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Metafiles of classification models; detection / segmentation ones belong to mmdet / mmseg.
-CLASSIFICATION_METAFILES = ('configs/dat/metafile.yml', )
+CLASSIFICATION_METAFILES = ('configs/dat/metafile.yml', 'configs/datpp/metafile.yml')
 
 
 def register_model_index() -> None:
@@ -40,4 +45,4 @@ def register_model_index() -> None:
 _registered = set()
 register_model_index()
 
-__all__ = ['DAT', 'register_model_index']
+__all__ = ['DAT', 'DATPlusPlus', 'register_model_index']

@@ -1,14 +1,16 @@
-"""Register :class:`dat.models.DAT` as ``mmseg``'s backbone ``DAT``, and
-:class:`CheckedIoUMetric`, the IoU metric of the DAT segmentation configs."""
+"""Register :class:`dat.models.DAT` and :class:`dat.models.DATPlusPlus` as ``mmseg``'s
+backbones ``DAT`` and ``DATPlusPlus``, and :class:`CheckedIoUMetric`, the IoU metric of the
+DAT segmentation configs."""
 from typing import Sequence
 
 import torch
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS, MODELS
 
-from dat.models import DAT
+from dat.models import DAT, DATPlusPlus
 
 MODELS.register_module(name='DAT', module=DAT, force=True)
+MODELS.register_module(name='DATPlusPlus', module=DATPlusPlus, force=True)
 
 
 @METRICS.register_module(force=True)
@@ -42,4 +44,4 @@ class CheckedIoUMetric(IoUMetric):
         super().process(data_batch, data_samples)
 
 
-__all__ = ['DAT', 'CheckedIoUMetric']
+__all__ = ['DAT', 'DATPlusPlus', 'CheckedIoUMetric']

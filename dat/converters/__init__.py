@@ -1,3 +1,4 @@
-from .dat2022 import RENAMES, ConversionError, convert_dat2022, infer_arch, rename_key
+from .dat2022 import RENAMES, convert_dat2022, infer_arch, rename_key
+from .renames import ConversionError
 
 __all__ = ['RENAMES', 'ConversionError', 'convert_dat2022', 'infer_arch', 'rename_key']

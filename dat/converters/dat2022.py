@@ -10,27 +10,22 @@ converted keys must match its keys and shapes exactly, so a missing, unknown or 
 key stops the conversion with its name.
 """
 import math
-import re
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from .renames import (ConversionError, Rule, apply_rules, compile_rules, convert_state, need,
+                      read_stage, squeeze_1x1, state_dict_of)
+
 Tensor = torch.Tensor
-
-
-def _squeeze_1x1(t: Tensor) -> Tensor:
-    """A 1x1 conv weight (C_out, C_in, 1, 1) as a linear weight (C_out, C_in)."""
-    return t.flatten(1) if t.dim() == 4 else t
 
 
 _ATTN = r'^stages\.(?P<i>\d)\.attns\.(?P<j>\d+)\.'
 _BLOCK = 'backbone.stages.{i}.blocks.{j}.'
 
-#: (2022 key pattern, our key template or None to drop, tensor transform or None).
-#: Templates are ``str.format`` strings over the pattern's named groups; ``{j2}`` is the
-#: block index of a ``layer_norms`` entry (two norms per block), ``{n}`` its norm number
-#: and ``{i1}`` the stage that a ``down_projs`` entry leads into.
-RENAMES: List[Tuple[str, Optional[str], Optional[Callable[[Tensor], Tensor]]]] = [
+#: (2022 key pattern, our key template or None to drop, tensor transform or None); see
+#: :func:`dat.converters.renames.apply_rules` for the template fields.
+RENAMES: List[Rule] = [
     (r'^patch_proj\.0\.(?P<p>weight|bias)$', 'backbone.patch_embed.proj.{p}', None),
     (r'^patch_proj\.1\.norm\.(?P<p>weight|bias)$', 'backbone.patch_embed.norm.{p}', None),
     (r'^down_projs\.(?P<i>\d)\.0\.weight$', 'backbone.stages.{i1}.downsample.proj.weight', None),
@@ -46,23 +41,19 @@ RENAMES: List[Tuple[str, Optional[str], Optional[Callable[[Tensor], Tensor]]]] =
      None),
     (_ATTN + r'(relative_position_index|attn_mask)$', None, None),  # rebuilt at run time
     # D blocks: 1x1 convs become linear layers on channels-last tokens
-    (_ATTN + r'proj_(?P<q>[qkv])\.(?P<p>weight|bias)$', _BLOCK + 'attn.{q}.{p}', _squeeze_1x1),
+    (_ATTN + r'proj_(?P<q>[qkv])\.(?P<p>weight|bias)$', _BLOCK + 'attn.{q}.{p}', squeeze_1x1),
     (_ATTN + r'conv_offset\.0\.(?P<p>weight|bias)$', _BLOCK + 'attn.offset.dwconv.{p}', None),
     (_ATTN + r'conv_offset\.1\.norm\.(?P<p>weight|bias)$', _BLOCK + 'attn.offset.norm.{p}',
      None),
     (_ATTN + r'conv_offset\.3\.weight$', _BLOCK + 'attn.offset.proj.weight', None),
     (_ATTN + r'rpe_table$', _BLOCK + 'attn.rpe_table', None),
     # proj_out is a Linear in L/S blocks and a 1x1 conv in D blocks
-    (_ATTN + r'proj_out\.(?P<p>weight|bias)$', _BLOCK + 'attn.proj.{p}', _squeeze_1x1),
+    (_ATTN + r'proj_out\.(?P<p>weight|bias)$', _BLOCK + 'attn.proj.{p}', squeeze_1x1),
     # classifier
     (r'^cls_norm\.norm\.(?P<p>weight|bias)$', 'backbone.norm3.{p}', None),
     (r'^cls_head\.(?P<p>weight|bias)$', 'head.fc.{p}', None),
 ]
-_COMPILED = [(re.compile(p), t, f) for p, t, f in RENAMES]
-
-
-class ConversionError(ValueError):
-    """The checkpoint does not fit the 2022 DAT layout."""
+_COMPILED = compile_rules(RENAMES)
 
 
 def rename_key(key: str) -> Tuple[Optional[str], Optional[Callable]]:
@@ -71,25 +62,11 @@ def rename_key(key: str) -> Tuple[Optional[str], Optional[Callable]]:
     Raises:
         ConversionError: if no rule matches the key.
     """
-    for pattern, template, transform in _COMPILED:
-        match = pattern.match(key)
-        if match is None:
-            continue
-        if template is None:
-            return None, None
-        fields = match.groupdict()
-        if 'i' in fields:
-            fields['i1'] = int(fields['i']) + 1
-        if 'j' in fields:
-            fields['j2'], fields['n'] = int(fields['j']) // 2, int(fields['j']) % 2 + 1
-        return template.format(**fields), transform
-    raise ConversionError(f'unknown key in the 2022 checkpoint: {key!r}')
+    return apply_rules(key, _COMPILED, '2022')
 
 
 def _need(state: Dict[str, Tensor], key: str) -> Tensor:
-    if key not in state:
-        raise ConversionError(f'the 2022 checkpoint has no key {key!r}')
-    return state[key]
+    return need(state, key, '2022')
 
 
 def infer_arch(state: Dict[str, Tensor]) -> Dict:
@@ -104,23 +81,16 @@ def infer_arch(state: Dict[str, Tensor]) -> Dict:
     arch = dict(embed_dims=[], depths=[], num_heads=[], groups=[], block_types=[])
     windows, img_size = [], None
     for i in range(4):
-        prefix = f'stages.{i}.'
-        arch['embed_dims'].append(_need(state, prefix + 'layer_norms.0.norm.weight').shape[0])
-        depth = 1 + max((int(k.split('.')[3]) for k in state
-                         if k.startswith(prefix + 'mlps.')), default=-1)
-        if depth == 0:
-            raise ConversionError(f'the 2022 checkpoint has no keys {prefix}mlps.*')
+        dim, depth, d_blocks = read_stage(state, i, '2022')
+        arch['embed_dims'].append(dim)
         kinds, window, heads, groups = '', None, None, -1
         for j in range(depth):
-            attn = f'{prefix}attns.{j}.'
-            if attn + 'rpe_table' in state:
+            attn = f'stages.{i}.attns.{j}.'
+            if j in d_blocks:
                 kinds += 'D'
-                table = state[attn + 'rpe_table']
-                heads = table.shape[0]
-                groups = arch['embed_dims'][i] // _need(
-                    state, attn + 'conv_offset.0.weight').shape[0]
+                heads, groups, table_size = d_blocks[j]
                 if img_size is None:
-                    img_size = (table.shape[1] + 1) // 2 * 4 * 2 ** i
+                    img_size = (table_size + 1) // 2 * 4 * 2 ** i
             else:
                 kinds += 'S' if attn + 'attn_mask' in state else 'L'
                 table = _need(state, attn + 'relative_position_bias_table')
@@ -160,32 +130,6 @@ def convert_dat2022(checkpoint: Dict) -> Tuple[Dict[str, Tensor], Dict]:
     Raises:
         ConversionError: naming every key that is unknown, missing or of the wrong shape.
     """
-    state = checkpoint.get('model', checkpoint)
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ConversionError('expected a 2022 DAT checkpoint: {"model": state_dict}')
+    state = state_dict_of(checkpoint, 'model', '2022 DAT')
     arch_info = infer_arch(state)
-    expected = expected_shapes(arch_info)
-    converted, errors = {}, []
-    for key, value in state.items():
-        try:
-            new_key, transform = rename_key(key)
-        except ConversionError as err:
-            errors.append(str(err))
-            continue
-        if new_key is None:
-            continue
-        value = transform(value) if transform else value
-        if new_key in converted:
-            errors.append(f'{key!r} maps to {new_key!r}, which another key already filled')
-        elif new_key not in expected:
-            errors.append(f'{key!r} maps to {new_key!r}, which the inferred architecture '
-                          'does not have')
-        elif value.shape != expected[new_key]:
-            errors.append(f'{key!r} has shape {tuple(value.shape)}; {new_key!r} needs '
-                          f'{tuple(expected[new_key])}')
-        converted[new_key] = value
-    errors += [f'the checkpoint has nothing for {key!r}' for key in expected
-               if key not in converted]
-    if errors:
-        raise ConversionError('cannot convert this checkpoint:\n  ' + '\n  '.join(errors))
-    return converted, arch_info
+    return convert_state(state, rename_key, expected_shapes(arch_info)), arch_info

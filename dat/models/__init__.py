@@ -1,3 +1,3 @@
-from .backbones import DAT
+from .backbones import DAT, DATPlusPlus
 
-__all__ = ['DAT']
+__all__ = ['DAT', 'DATPlusPlus']

@@ -16,10 +16,17 @@ MINI_BACKBONE = dict(arch=MINI_ARCH, img_size=64, window_size=[4, 4, 4, 2],
                      drop_path_rate=0.1, init_cfg=None)
 
 
-def detection_configs():
-    """Every detection recipe under configs/, as paths relative to the repository."""
+# Scaled-down DAT++ with both block kinds (min input 33 px).
+MINI_PP_ARCH = dict(embed_dims=[16, 32, 64, 64], depths=[1, 1, 2, 2], num_heads=[1, 2, 4, 4],
+                    groups=[1, 1, 2, 2], block_types=['N', 'D', 'ND', 'DD'])
+MINI_PP_BACKBONE = dict(arch=MINI_PP_ARCH, img_size=64, drop_path_rate=0.1, init_cfg=None)
+
+
+def detection_configs(family: str = 'dat'):
+    """Every detection recipe under configs/ with a ``family`` backbone (``'dat'`` or
+    ``'datpp'``), as paths relative to the repository."""
     return sorted(str(p.relative_to(REPO)) for d in CONFIG_DIRS
-                  for p in (REPO / 'configs' / d).glob('*.py'))
+                  for p in (REPO / 'configs' / d).glob(f'*_{family}-*.py'))
 
 
 def make_coco(root: Path, num_images: int, classes=('box', 'disk'), size=(160, 224),
@@ -63,9 +70,11 @@ def make_coco(root: Path, num_images: int, classes=('box', 'disk'), size=(160, 2
 
 
 def small_config_text(recipe: str, data_root: Path, classes, scale=(224, 160),
-                      max_epochs: int = 2) -> str:
+                      max_epochs: int = 2, backbone: dict = None) -> str:
     """A config that inherits ``recipe`` (e.g. configs/mask_rcnn/...py) and shrinks it:
-    the mini DAT, 32-channel FPN and heads, the generated dataset, a small image scale."""
+    the mini DAT (or ``backbone``), 32-channel FPN and heads, the generated dataset, a small
+    image scale."""
+    backbone = backbone or MINI_BACKBONE
     masks = 'retinanet' not in recipe
     if masks:
         heads = f"""
@@ -77,19 +86,20 @@ def small_config_text(recipe: str, data_root: Path, classes, scale=(224, 160),
         mask_head=dict(in_channels=32, conv_out_channels=32, num_classes={len(classes)})),
     test_cfg=dict(rpn=dict(nms_pre=200, max_per_img=100),
                   rcnn=dict(score_thr=0.0, max_per_img=20)),"""
-        out_indices, in_channels = (0, 1, 2, 3), MINI_ARCH['embed_dims']
+        out_indices, in_channels = (0, 1, 2, 3), backbone['arch']['embed_dims']
     else:
         heads = f"""
     bbox_head=dict(in_channels=32, feat_channels=32, stacked_convs=1,
                    num_classes={len(classes)}),
     test_cfg=dict(score_thr=0.0, nms_pre=200, max_per_img=20),"""
-        out_indices, in_channels = (1, 2, 3), MINI_ARCH['embed_dims'][1:]
+        out_indices, in_channels = (1, 2, 3), backbone['arch']['embed_dims'][1:]
     load = (f"dict(type='LoadAnnotations', with_bbox=True, with_mask={masks})")
-    backbone = dict(MINI_BACKBONE, arch=dict(MINI_ARCH, _delete_=True))
+    backbone_args = ', '.join(f'{k}={v!r}' for k, v in
+                              dict(backbone, arch=dict(backbone['arch'], _delete_=True)).items())
     return f"""
 _base_ = '{REPO / recipe}'
 model = dict(
-    backbone=dict({', '.join(f'{k}={v!r}' for k, v in backbone.items())},
+    backbone=dict({backbone_args},
                   out_indices={out_indices!r}),
     neck=dict(in_channels={in_channels!r}, out_channels=32),{heads}
 )

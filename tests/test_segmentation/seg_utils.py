@@ -37,11 +37,21 @@ def make_ade_layout(root: Path, num_train: int = 4, num_val: int = 2, seed: int 
     return root
 
 
+# DAT++ with both block kinds, small sizes (min input 33 px).
+MINI_PP_BACKBONE = dict(arch=dict(embed_dims=[16, 32, 64, 64], depths=[1, 1, 2, 2],
+                                  num_heads=[1, 2, 4, 4], groups=[1, 1, 2, 2],
+                                  block_types=['N', 'D', 'ND', 'DD']), img_size=64)
+
+
 def write_mini_config(path: Path, repo_root: Path, data_root: Path, max_iters: int = 4,
-                      extra: str = '') -> Path:
-    """A scaled-down UperNet: the DAT-T recipe file, with a mini DAT, narrow heads and
-    64 px crops on ``data_root`` (BN instead of SyncBN, which needs CUDA)."""
-    base = repo_root / 'configs' / 'upernet' / 'upernet_dat-tiny_8xb2-160k_ade20k-512x512.py'
+                      extra: str = '', recipe: str = 'upernet_dat-tiny_8xb2-160k_ade20k-512x512.py',
+                      backbone: dict = None) -> Path:
+    """A scaled-down UperNet: the DAT-T recipe file (or ``recipe`` in configs/upernet), with
+    a mini DAT (or ``backbone``), narrow heads and 64 px crops on ``data_root`` (BN instead
+    of SyncBN, which needs CUDA)."""
+    base = repo_root / 'configs' / 'upernet' / recipe
+    backbone = backbone or dict(arch=MINI_ARCH, img_size=64, window_size=4)
+    args = ', '.join(f'{k}={v!r}' for k, v in backbone.items() if k != 'arch')
     path.write_text(f"""
 _base_ = [{str(base)!r}]
 norm_cfg = dict(type='BN', requires_grad=True)
@@ -49,8 +59,8 @@ data_root = {str(data_root)!r}
 crop_size = (64, 64)
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(arch=dict(_delete_=True, **{MINI_ARCH!r}),
-                  img_size=64, window_size=4, drop_path_rate=0.1, init_cfg=None),
+    backbone=dict(arch=dict(_delete_=True, **{backbone['arch']!r}),
+                  {args}, drop_path_rate=0.1, init_cfg=None),
     decode_head=dict(in_channels=[16, 32, 64, 64], channels=32, norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=64, channels=16, norm_cfg=norm_cfg))
 train_pipeline = [

@@ -15,7 +15,7 @@ from mmengine.optim import build_optim_wrapper
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(str(p.relative_to(REPO)) for folder in ('upernet', 'sem_fpn')
-                 for p in (REPO / 'configs' / folder).glob('*.py'))
+                 for p in (REPO / 'configs' / folder).glob('*_dat-*.py'))
 ARCH = {'tiny': ([96, 192, 384, 768], 0.2), 'small': ([96, 192, 384, 768], 0.3),
         'base': ([128, 256, 512, 1024], 0.5)}
 # Parameters (M) reported by the paper (Xia et al., CVPR 2022, ADE20K table).

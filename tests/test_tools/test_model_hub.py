@@ -8,40 +8,44 @@ import dat.adapters.mmpretrain  # noqa: F401  (registers the model index)
 
 NAMES = ['dat-base_8xb128_in1k', 'dat-base_8xb24_in1k-384px', 'dat-small_8xb128_in1k',
          'dat-tiny_8xb128_in1k']
+DATPP_NAMES = ['datpp-base_8xb24_in1k-384px', 'datpp-base_8xb64_in1k', 'datpp-small_8xb128_in1k',
+               'datpp-tiny_8xb128_in1k']
 
 
 @pytest.fixture(scope='module')
 def metafile(repo_root):
-    models = yaml.safe_load((repo_root / 'configs/dat/metafile.yml').read_text())['Models']
-    return {m['Name']: m for m in models}
+    return {m['Name']: m for folder in ('dat', 'datpp') for m in yaml.safe_load(
+        (repo_root / f'configs/{folder}/metafile.yml').read_text())['Models']}
 
 
 def test_list_models(repo_root):
     import mmpretrain
-    assert mmpretrain.list_models('dat*') == NAMES
-    assert mmpretrain.list_models('dat*', task='Image Classification') == NAMES
+    assert mmpretrain.list_models('dat-*') == NAMES
+    assert mmpretrain.list_models('dat-*', task='Image Classification') == NAMES
+    assert mmpretrain.list_models('datpp*') == DATPP_NAMES
     # The root model index lists the classification metafile (and those of other tasks).
     index = yaml.safe_load((repo_root / 'model-index.yml').read_text())
-    assert 'configs/dat/metafile.yml' in index['Import']
+    assert {'configs/dat/metafile.yml', 'configs/datpp/metafile.yml'} <= set(index['Import'])
     assert all((repo_root / path).is_file() for path in index['Import'])
     from modelindex.load_model_index import load
     models = load(str(repo_root / 'model-index.yml'))
     models.build_models_with_collections()
-    assert set(NAMES) <= {m.name for m in models.models}
+    assert set(NAMES + DATPP_NAMES) <= {m.name for m in models.models}
     assert all((repo_root / m.config).is_file() for m in models.models)
 
 
 def test_registration_is_idempotent():
     import mmpretrain
     dat.adapters.mmpretrain.register_model_index()
-    assert mmpretrain.list_models('dat*') == NAMES
+    assert mmpretrain.list_models('dat*') == NAMES + DATPP_NAMES
 
 
-@pytest.mark.parametrize('name', NAMES)
+@pytest.mark.parametrize('name', NAMES + DATPP_NAMES)
 def test_get_model_builds(name, metafile):
     from mmpretrain import get_model
-    model = get_model(name)
-    assert type(model.backbone).__name__ == 'DAT'
+    with torch.device('meta'):
+        model = get_model(name)
+    assert type(model.backbone).__name__ == ('DATPlusPlus' if 'datpp' in name else 'DAT')
     params = sum(p.numel() for p in model.parameters())
     assert params == metafile[name]['Metadata']['Parameters']
     assert model._metainfo.name == name

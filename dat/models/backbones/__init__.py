@@ -1,3 +1,4 @@
 from .dat import DAT
+from .datpp import DATPlusPlus
 
-__all__ = ['DAT']
+__all__ = ['DAT', 'DATPlusPlus']

@@ -166,6 +166,8 @@ class DAT(BaseModule):
                      block_types=['LS', 'LS', 'LD' * 9, 'LD']),
     }
     arch_keys = ('embed_dims', 'depths', 'num_heads', 'groups', 'block_types')
+    #: The letters of ``block_types``.
+    block_kinds = 'LSD'
 
     def __init__(self,
                  arch: Union[str, Dict] = 'tiny',
@@ -190,38 +192,52 @@ class DAT(BaseModule):
 
         n_blocks = sum(depths)
         drop_path = [drop_path_rate * k / max(n_blocks - 1, 1) for k in range(n_blocks)]
-        self.patch_embed = PatchEmbed(in_channels, dims[0])
+        self.patch_embed = self._make_stem(in_channels, dims[0])
         self.stages = nn.ModuleList()
         for i in range(4):
             fmap = (img_h // PATCH_SIZE // 2 ** i, img_w // PATCH_SIZE // 2 ** i)
-            blocks = []
-            for j, kind in enumerate(self.arch_settings['block_types'][i]):
-                heads = self.arch_settings['num_heads'][i]
-                if kind == 'D':
-                    attn = DeformableAttention(dims[i], heads, self.arch_settings['groups'][i],
-                                               fmap, stage_index=i)
-                else:
-                    attn = WindowAttention(dims[i], heads, windows[i], shift=kind == 'S')
-                blocks.append(DATBlock(dims[i], attn, drop_path[sum(depths[:i]) + j]))
-            downsample = Downsample(dims[i - 1], dims[i]) if i > 0 else None
+            blocks = [self._make_block(kind, i, fmap, windows[i], drop_path[sum(depths[:i]) + j])
+                      for j, kind in enumerate(self.arch_settings['block_types'][i])]
+            downsample = self._make_downsample(dims[i - 1], dims[i]) if i > 0 else None
             self.stages.append(DATStage(downsample, blocks, with_cp))
         for i in self.out_indices:
             self.add_module(f'norm{i}', nn.LayerNorm(dims[i]))
         self.num_features = [dims[i] for i in self.out_indices]
         self._freeze_stages()
 
+    # The layers, one method each, so that a sibling architecture (DAT++) can swap them.
+    def _make_stem(self, in_channels: int, dim: int) -> nn.Module:
+        """(B, in_channels, H, W) -> (B, H/4, W/4, dim)."""
+        return PatchEmbed(in_channels, dim)
+
+    def _make_downsample(self, in_dim: int, out_dim: int) -> nn.Module:
+        """(B, H, W, in_dim) -> (B, H/2, W/2, out_dim), at the start of stages 1-3."""
+        return Downsample(in_dim, out_dim)
+
+    def _make_block(self, kind: str, stage: int, fmap: Tuple[int, int], window: int,
+                    drop_path: float) -> nn.Module:
+        """A block of ``kind`` in ``stage``, whose training feature map is ``fmap``."""
+        dim = self.arch_settings['embed_dims'][stage]
+        heads = self.arch_settings['num_heads'][stage]
+        if kind == 'D':
+            attn = DeformableAttention(dim, heads, self.arch_settings['groups'][stage], fmap,
+                                       stage_index=stage)
+        else:
+            attn = WindowAttention(dim, heads, window, shift=kind == 'S')
+        return DATBlock(dim, attn, drop_path)
+
     @classmethod
     def parse_arch(cls, arch: Union[str, Dict]) -> Dict:
         """Check ``arch`` and return its settings as a dict."""
         if isinstance(arch, str):
             if arch not in cls.arch_zoo:
-                raise ValueError(f'Unknown arch {arch!r} for DAT; choose one of '
+                raise ValueError(f'Unknown arch {arch!r} for {cls.__name__}; choose one of '
                                  f'{sorted(cls.arch_zoo)} or pass a dict with the keys '
                                  f'{list(cls.arch_keys)}')
             return dict(cls.arch_zoo[arch])
         missing = set(cls.arch_keys) - set(arch)
         if missing:
-            raise ValueError(f'A custom DAT arch needs the keys {list(cls.arch_keys)}; '
+            raise ValueError(f'A custom {cls.__name__} arch needs the keys {list(cls.arch_keys)}; '
                              f'missing {sorted(missing)}')
         settings = {key: list(arch[key]) for key in cls.arch_keys}
         for key in cls.arch_keys:
@@ -229,9 +245,9 @@ class DAT(BaseModule):
                 raise ValueError(f'arch[{key!r}] needs one entry per stage (4), '
                                  f'got {settings[key]}')
         for i, (kinds, depth) in enumerate(zip(settings['block_types'], settings['depths'])):
-            if len(kinds) != depth or set(kinds) - set('LSD'):
+            if len(kinds) != depth or set(kinds) - set(cls.block_kinds):
                 raise ValueError(f'arch block_types[{i}]={kinds!r} must have {depth} letters '
-                                 f"from 'L', 'S', 'D'")
+                                 f'from {", ".join(map(repr, cls.block_kinds))}')
             if 'D' in kinds and settings['groups'][i] <= 0:
                 raise ValueError(f'stage {i} has D blocks but groups={settings["groups"][i]}')
         return settings

@@ -1,7 +1,10 @@
 from .common import (ATTENTION_IMPLS, LayerNorm2d, Mlp, attention_impl, get_attention_impl,
                      set_attention_impl)
 from .deformable_attention import DeformableAttention
+from .deformable_attention_plusplus import DeformableAttentionPlusPlus
+from .neighborhood_attention import NeighborhoodAttention
 from .window_attention import WindowAttention
 
-__all__ = ['ATTENTION_IMPLS', 'DeformableAttention', 'LayerNorm2d', 'Mlp', 'WindowAttention',
-           'attention_impl', 'get_attention_impl', 'set_attention_impl']
+__all__ = ['ATTENTION_IMPLS', 'DeformableAttention', 'DeformableAttentionPlusPlus', 'LayerNorm2d',
+           'Mlp', 'NeighborhoodAttention', 'WindowAttention', 'attention_impl',
+           'get_attention_impl', 'set_attention_impl']

@@ -62,15 +62,48 @@ def resize_rpe_table(table: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor
                          align_corners=True)[0].to(table.dtype)
 
 
+def sample_position_bias(table: torch.Tensor, queries: torch.Tensor,
+                         positions: torch.Tensor) -> torch.Tensor:
+    """Step 5: the (B, M, H*W, Ns) bias sampled from the (M, Th, Tw) table at half the
+    displacements between the (H, W, 2) query grid and the (B, G, ..., 2) key positions."""
+    B, G = positions.shape[:2]
+    num_heads, n_queries = table.shape[0], queries.shape[0] * queries.shape[1]
+    n_samples = positions.shape[2:-1].numel()
+    # (B, G, HW, 1, 2) - (B, G, 1, Ns, 2) -> (B, G, HW, Ns, 2)
+    displacement = (queries.reshape(1, 1, -1, 1, 2) -
+                    positions.reshape(B, G, 1, n_samples, 2)) * 0.5
+    # The batch is folded into the sampling grid, so the table is never copied per image.
+    grid = displacement.flip(-1).transpose(0, 1).reshape(G, B * n_queries, n_samples, 2)
+    table = table.reshape(G, num_heads // G, *table.shape[1:])
+    bias = F.grid_sample(table.to(grid.dtype), grid, mode='bilinear', align_corners=True)
+    bias = bias.reshape(G, num_heads // G, B, n_queries, n_samples)
+    return bias.permute(2, 0, 1, 3, 4).reshape(B, num_heads, n_queries, n_samples)
+
+
+def fit_rpe_table(state_dict: Dict, key: str, own: torch.Tensor) -> None:
+    """On load: resize the checkpoint's table under ``key`` to ``own``'s size (and log it)
+    when only its spatial size differs."""
+    table: Optional[torch.Tensor] = state_dict.get(key)
+    if table is not None and table.dim() == 3 and table.shape != own.shape \
+            and table.shape[0] == own.shape[0]:
+        state_dict[key] = resize_rpe_table(table, tuple(own.shape[1:]))
+        MMLogger.get_current_instance().info(
+            f'resized {key} from {tuple(table.shape)} to {tuple(own.shape)}')
+
+
 class OffsetNetwork(nn.Sequential):
     """theta: depthwise conv -> LayerNorm -> GELU -> 1x1 conv to (dy, dx).
+
+    The depthwise conv has stride ``stride`` (1 in DAT; the key stride in DAT++), with
+    padding ``kernel_size // 2`` unless kernel and stride are equal.
 
     Parameter names: ``dwconv``, ``norm``, ``proj`` (no bias).
     """
 
-    def __init__(self, channels: int, kernel_size: int):
+    def __init__(self, channels: int, kernel_size: int, stride: int = 1):
         super().__init__()
-        self.dwconv = nn.Conv2d(channels, channels, kernel_size, 1, kernel_size // 2,
+        padding = kernel_size // 2 if kernel_size != stride else 0
+        self.dwconv = nn.Conv2d(channels, channels, kernel_size, stride, padding,
                                 groups=channels)
         self.norm = LayerNorm2d(channels)
         self.act = nn.GELU()
@@ -133,17 +166,8 @@ class DeformableAttention(nn.Module):
     def position_bias(self, positions: torch.Tensor, height: int,
                       width: int) -> torch.Tensor:
         """Step 5: the sampled bias, (B, M, H*W, Ns)."""
-        B, G, n_samples = positions.shape[0], self.groups, positions.shape[2] * positions.shape[3]
         queries = reference_points(height, width, positions.dtype, positions.device)
-        # (B, G, HW, 1, 2) - (B, G, 1, Ns, 2) -> (B, G, HW, Ns, 2)
-        displacement = (queries.reshape(1, 1, -1, 1, 2) -
-                        positions.reshape(B, G, 1, n_samples, 2)) * 0.5
-        # The batch is folded into the sampling grid, so the table is never copied per image.
-        grid = displacement.flip(-1).transpose(0, 1).reshape(G, B * height * width, n_samples, 2)
-        table = self.rpe_table.reshape(G, self.num_heads // G, *self.rpe_table.shape[1:])
-        bias = F.grid_sample(table.to(grid.dtype), grid, mode='bilinear', align_corners=True)
-        bias = bias.reshape(G, self.num_heads // G, B, height * width, n_samples)
-        return bias.permute(2, 0, 1, 3, 4).reshape(B, self.num_heads, height * width, n_samples)
+        return sample_position_bias(self.rpe_table, queries, positions)
 
     def forward(self, x: torch.Tensor, return_info: bool = False):
         """x: (B, H, W, C) -> (B, H, W, C).
@@ -199,11 +223,5 @@ class DeformableAttention(nn.Module):
                                               dropout_p=dropout_p, scale=self.scale)
 
     def _load_from_state_dict(self, state_dict: Dict, prefix: str, *args, **kwargs):
-        key = prefix + 'rpe_table'
-        table: Optional[torch.Tensor] = state_dict.get(key)
-        if table is not None and table.dim() == 3 and table.shape != self.rpe_table.shape \
-                and table.shape[0] == self.rpe_table.shape[0]:
-            state_dict[key] = resize_rpe_table(table, tuple(self.rpe_table.shape[1:]))
-            MMLogger.get_current_instance().info(
-                f'resized {key} from {tuple(table.shape)} to {tuple(self.rpe_table.shape)}')
+        fit_rpe_table(state_dict, prefix + 'rpe_table', self.rpe_table)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -1,0 +1,223 @@
+"""DAT++: Spatially Dynamic Vision Transformer with Deformable Attention (Xia et al., 2023).
+
+image (B, 3, H, W)
+  -> patch_embed: 3x3 conv s2 -> LayerNorm -> GELU -> 3x3 conv s2 -> LayerNorm
+                                                               -> (B, H/4, W/4, C0)
+  -> stages[0..3]: [downsample: 3x3 conv s2 (no bias), LayerNorm]  (stages 1-3)
+                   blocks: x += lpu(x)                    (depthwise 3x3 conv)
+                           x += drop_path(attn(norm1(x)))
+                           x += drop_path(mlp(norm2(x)))  (fc1 -> +dwconv3x3 -> GELU -> fc2)
+                   where attn is N (7x7 neighbourhood) or D (deformable, strided keys)
+  -> norm{i} on each stage in out_indices                  -> (B, Ci, ~H/2^(i+2), ...)
+
+The convolutions with stride 2 round up: a side of n becomes ceil(n / 2). Tensors are
+channels-last inside, as in :class:`dat.models.DAT`, whose checkpoint loading, freezing and
+forward this class shares. The attention layers, with their math, are
+``dat/models/layers/neighborhood_attention.py`` and ``deformable_attention_plusplus.py``.
+"""
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from timm.layers import DropPath
+
+from ..layers import DeformableAttentionPlusPlus, NeighborhoodAttention
+from .dat import DAT
+
+#: Neighbourhood side of the N blocks (``nat_ksizes`` of every released model).
+NEIGHBORHOOD_SIZE = 7
+#: The smallest input side: below it the last stage is 1 pixel wide, and the D blocks'
+#: grids, which divide by (size - 1), are undefined (the release gives NaN there).
+MIN_INPUT_SIZE = 33
+
+
+def _conv_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.LayerNorm) -> torch.Tensor:
+    """(B, H, W, C) -> conv -> LayerNorm -> (B, H', W', C')."""
+    return norm(conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+
+
+class ConvStem(nn.Module):
+    """(B, 3, H, W) -> (B, H/4, W/4, C) with two 3x3 stride-2 convs.
+
+    Parameter names: ``proj1``, ``norm1`` (C/2 channels), ``proj2``, ``norm2``.
+    """
+
+    def __init__(self, in_channels: int, dim: int):
+        super().__init__()
+        self.proj1 = nn.Conv2d(in_channels, dim // 2, 3, 2, 1)
+        self.norm1 = nn.LayerNorm(dim // 2)
+        self.act = nn.GELU()
+        self.proj2 = nn.Conv2d(dim // 2, dim, 3, 2, 1)
+        self.norm2 = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm1(self.proj1(x).permute(0, 2, 3, 1)))
+        return _conv_norm(x, self.proj2, self.norm2)
+
+
+class ConvDownsample(nn.Module):
+    """(B, H, W, C) -> (B, H/2, W/2, C'): 3x3 stride-2 conv without bias, LayerNorm.
+
+    Parameter names: ``proj``, ``norm``.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_dim, out_dim, 3, 2, 1, bias=False)
+        self.norm = nn.LayerNorm(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _conv_norm(x, self.proj, self.norm)
+
+
+class ConvMlp(nn.Module):
+    """fc1 -> (x + depthwise 3x3 conv of x) -> GELU -> fc2, on (B, H, W, C).
+
+    Parameter names: ``fc1``, ``dwconv``, ``fc2``.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, 3, 1, 1, groups=hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.fc1(x)
+        x = x + self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.fc2(self.act(x))
+
+
+class DATPlusPlusBlock(nn.Module):
+    """Local perception unit, then a pre-norm transformer block with a conv MLP.
+
+    Parameter names: ``lpu`` (depthwise 3x3 conv), ``norm1``, ``attn``, ``norm2``, ``mlp``.
+
+    Args:
+        dim (int): Channels.
+        attn (nn.Module): NeighborhoodAttention (N) or DeformableAttentionPlusPlus (D).
+        drop_path (float): Stochastic depth rate of this block.
+        mlp_ratio (float): MLP expansion. Default: 4.
+    """
+
+    def __init__(self, dim: int, attn: nn.Module, drop_path: float, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.lpu = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = attn
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = ConvMlp(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.deformable = isinstance(attn, DeformableAttentionPlusPlus)
+
+    def forward(self, x: torch.Tensor, info: Optional[Dict] = None) -> torch.Tensor:
+        """If ``info`` is a dict and this is a D block, the attention's sampling positions,
+        reference points and weights are stored in it."""
+        x = x + self.lpu(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        if info is not None and self.deformable:
+            y, attn_info = self.attn(self.norm1(x), return_info=True)
+            info.update(attn_info)
+        else:
+            y = self.attn(self.norm1(x))
+        x = x + self.drop_path(y)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class DATPlusPlus(DAT):
+    """DAT++ backbone, with neighbourhood and strided deformable attention blocks.
+
+    A re-implementation of `DAT++: Spatially Dynamic Vision Transformer with Deformable
+    Attention <https://arxiv.org/abs/2309.01430>`_. Released checkpoints (ImageNet, and
+    the backbones of the COCO and ADE20K models) convert to it with
+    ``tools/model_converters/datpp2mmpretrain.py`` and ``datpp_det_seg_upgrade.py``. It is
+    :class:`DAT` with other layers (stem, downsampling, blocks): checkpoint loading
+    (``init_cfg``), ``frozen_stages``, ``with_cp``, outputs and
+    :meth:`forward_with_deform_info` are DAT's.
+
+    Args:
+        arch (str | dict): ``'tiny'``, ``'small'``, ``'base'``, or a dict with the keys
+            ``embed_dims``, ``depths``, ``num_heads``, ``groups`` (offset groups per
+            stage) and ``block_types`` (one string per stage over ``'N'`` and ``'D'``).
+            The stem has ``embed_dims[0]`` channels. Default: ``'tiny'``.
+        img_size (int | tuple[int, int]): Training input size; sets the size of the D
+            blocks' position tables. Other sizes run with the same tables (the released
+            384 px model keeps those of 224). Default: 224.
+        in_channels (int): Input channels. Default: 3.
+        drop_path_rate (float): Stochastic depth rate of the last block; it rises linearly
+            from 0 over the blocks. Default: 0.
+        out_indices (Sequence[int]): Stages whose (normalised) outputs are returned.
+            Default: ``(3,)``.
+        frozen_stages (int): Freeze the stem and the first ``frozen_stages`` stages (and
+            their output norms); -1 freezes nothing. Default: -1.
+        with_cp (bool): Gradient checkpointing per block. Default: False.
+        init_cfg (dict, optional): See :class:`DAT`. Default: None.
+
+    Parameter names: ``patch_embed.{proj1,norm1,proj2,norm2}``,
+    ``stages.{i}.downsample.{proj,norm}`` (i >= 1),
+    ``stages.{i}.blocks.{j}.{lpu,norm1,attn,norm2,mlp.fc1,mlp.dwconv,mlp.fc2}`` and
+    ``norm{i}`` for i in ``out_indices``. The attentions' own names are documented in
+    :class:`NeighborhoodAttention` and :class:`DeformableAttentionPlusPlus`.
+
+    Examples:
+        >>> import torch
+        >>> from dat.models import DATPlusPlus
+        >>> model = DATPlusPlus('tiny', out_indices=(0, 1, 2, 3)).eval()
+        >>> for out in model(torch.rand(1, 3, 224, 224)):
+        ...     print(tuple(out.shape))
+        (1, 64, 56, 56)
+        (1, 128, 28, 28)
+        (1, 256, 14, 14)
+        (1, 512, 7, 7)
+    """
+
+    arch_zoo = {
+        'tiny': dict(embed_dims=[64, 128, 256, 512], depths=[2, 4, 18, 2],
+                     num_heads=[2, 4, 8, 16], groups=[1, 2, 4, 8],
+                     block_types=['ND', 'NDND', 'ND' * 9, 'DD']),
+        'small': dict(embed_dims=[96, 192, 384, 768], depths=[2, 4, 18, 2],
+                      num_heads=[3, 6, 12, 24], groups=[1, 2, 3, 6],
+                      block_types=['ND', 'NDND', 'ND' * 9, 'DD']),
+        'base': dict(embed_dims=[128, 256, 512, 1024], depths=[2, 4, 18, 2],
+                     num_heads=[4, 8, 16, 32], groups=[2, 4, 8, 16],
+                     block_types=['ND', 'NDND', 'ND' * 9, 'DD']),
+    }
+    block_kinds = 'ND'
+
+    def __init__(self,
+                 arch: Union[str, Dict] = 'tiny',
+                 img_size: Union[int, Tuple[int, int]] = 224,
+                 in_channels: int = 3,
+                 drop_path_rate: float = 0.0,
+                 out_indices: Sequence[int] = (3,),
+                 frozen_stages: int = -1,
+                 with_cp: bool = False,
+                 init_cfg: Optional[Dict] = None):
+        # DAT's window size is the neighbourhood of the N blocks here
+        super().__init__(arch, img_size, NEIGHBORHOOD_SIZE, in_channels, drop_path_rate,
+                         out_indices, frozen_stages, with_cp, init_cfg)
+
+    def _make_stem(self, in_channels: int, dim: int) -> nn.Module:
+        return ConvStem(in_channels, dim)
+
+    def _make_downsample(self, in_dim: int, out_dim: int) -> nn.Module:
+        return ConvDownsample(in_dim, out_dim)
+
+    def _make_block(self, kind: str, stage: int, fmap: Tuple[int, int], window: int,
+                    drop_path: float) -> nn.Module:
+        dim = self.arch_settings['embed_dims'][stage]
+        heads = self.arch_settings['num_heads'][stage]
+        if kind == 'D':
+            attn = DeformableAttentionPlusPlus(dim, heads, self.arch_settings['groups'][stage],
+                                               fmap, stage_index=stage)
+        else:
+            attn = NeighborhoodAttention(dim, heads, window)
+        return DATPlusPlusBlock(dim, attn, drop_path)
+
+    def _check_input(self, x: torch.Tensor):
+        if x.dim() != 4:
+            raise ValueError(f'DAT++ expects a (B, C, H, W) batch, got shape {tuple(x.shape)}')
+        if min(x.shape[-2:]) < MIN_INPUT_SIZE:
+            raise ValueError(f'input of size {tuple(x.shape[-2:])} is too small for DAT++: '
+                             f'both sides must be at least {MIN_INPUT_SIZE} pixels, so that '
+                             'the last stage is at least 2 x 2')
