@@ -334,11 +334,15 @@ class DAT(BaseModule):
                              'then three 2x downsamplings)')
 
     def _log_attention_impl(self, device: torch.device):
-        from mmengine.logging import print_log
+        """Record the kernel in use in the log file of a run (scripts stay quiet)."""
+        import logging
+
+        from mmengine.logging import MMLogger
         self._logged_impl = True
-        print_log(f'DAT attention: attn_impl={self.attn_impl!r} runs '
-                  f'{resolve_attention_impl(self.attn_impl, device)!r} on {device.type}',
-                  logger='current')
+        logger = MMLogger.get_current_instance()
+        if any(isinstance(h, logging.FileHandler) for h in logger.handlers):
+            logger.info(f'DAT attention: attn_impl={self.attn_impl!r} runs '
+                        f'{resolve_attention_impl(self.attn_impl, device)!r} on {device.type}')
 
     def _forward(self, x: torch.Tensor, infos: Optional[List[List[Dict]]]):
         self._check_input(x)
