@@ -1,6 +1,7 @@
 """Evaluate a checkpoint on a config's test set with mmengine's Runner.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--tta]
+        [--amp [{fp16,bf16}]]
     bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]
 """
 import argparse
@@ -8,6 +9,7 @@ import os
 import os.path as osp
 import sys
 
+import torch
 from mmengine.config import Config, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
@@ -26,6 +28,9 @@ def parse_args():
     parser.add_argument('--tta', action='store_true',
                         help="test-time augmentation: the config's tta_pipeline and tta_model "
                         '(segmentation: multi-scale flip test)')
+    parser.add_argument('--amp', nargs='?', const='fp16', choices=('fp16', 'bf16'),
+                        help="mixed precision testing (the test loop's fp16 switch): fp16 "
+                        'autocast (--amp alone) or bf16 autocast (--amp bf16)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, "key=value"')
@@ -51,6 +56,11 @@ def main():
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
+    if args.amp:
+        cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
+        if args.amp == 'bf16':
+            # mmengine's TestLoop autocasts to the default autocast dtype of the device.
+            torch.set_autocast_dtype('cuda', torch.bfloat16)
     if args.tta:
         if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
             sys.exit(f'error: --tta needs tta_model and tta_pipeline in {args.config}')

@@ -1,7 +1,7 @@
 """Train a model from a config with mmengine's Runner (classification, detection or
 segmentation; the config's ``default_scope`` picks the library).
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [{fp16,bf16}]]
     bash tools/dist_train.sh CONFIG GPUS [args]
 
 Without a GPU it runs on the CPU, and distributed runs use the gloo backend.
@@ -26,7 +26,9 @@ def parse_args():
         '--resume', nargs='?', type=str, const='auto',
         help='resume from a checkpoint; with no value, from the latest checkpoint in the '
         'work dir, if there is one')
-    parser.add_argument('--amp', action='store_true', help='mixed precision training')
+    parser.add_argument('--amp', nargs='?', const='fp16', choices=('fp16', 'bf16'),
+                        help='mixed precision training (AmpOptimWrapper): fp16 autocast with '
+                        'dynamic loss scaling (--amp alone), or bf16 autocast (--amp bf16)')
     parser.add_argument('--no-validate', action='store_true',
                         help='do not evaluate checkpoints during training')
     parser.add_argument('--auto-scale-lr', action='store_true',
@@ -59,6 +61,8 @@ def merge_args(cfg: Config, args) -> Config:
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        if args.amp == 'bf16':
+            cfg.optim_wrapper.dtype = 'bfloat16'
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None

@@ -22,7 +22,8 @@ model = dict(
         img_size=32,
         window_size=[4, 4, 2, 1],  # stage maps 8, 4, 2, 1
         drop_path_rate=0.1,
-        out_indices=(3, )),
+        out_indices=(3, ),
+        attn_impl='auto'),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(
         type='LinearClsHead',

@@ -1,9 +1,12 @@
-"""The fast attention path gives the reference path's numbers (what of it runs on the CPU).
+"""The fast attention kinds (``attn_impl='sdpa'`` and ``'flex'``) give the reference path's
+numbers (what of them runs on the CPU), and ``'flex'`` stays bounded and guarded.
 
-On the CPU the fast path is SDPA for every block (FlexAttention has no CPU backward); the
-FlexAttention score function is checked here densely, with its gradients, and through eager
-FlexAttention forward. ``tools/analysis_tools/check_fast_path.py`` checks the CUDA kernels.
+SDPA runs forward and backward here. FlexAttention runs forward only on the CPU: its score
+function is checked densely, with its gradients, and the compiled kernel through the
+deformable layers (number of compilations over many sizes, compile failures, the recompile
+limit). ``tools/analysis_tools/check_fast_path.py`` checks the CUDA kernels.
 """
+import random
 import warnings
 
 import pytest
@@ -11,9 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from dat.models import DAT
-from dat.models.layers import (DeformableAttention, WindowAttention, attention_impl, fast_attention,
-                               get_attention_impl, set_attention_impl)
-from dat.models.layers.common import use_fast_attention
+from dat.models.layers import (DeformableAttention, WindowAttention, attention_impl,
+                               get_attention_impl, resolve_attention_impl, set_attention_impl)
+from dat.models.layers import fast_attention
 from dat.models.layers.deformable_attention import reference_points
 
 MINI = dict(embed_dims=[16, 32, 64, 64], depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 4],
@@ -44,7 +47,7 @@ def run(module, impl, *inputs, seed=0):
 
 def assert_paths_agree(module, *inputs):
     ref_outs, ref_grads = run(module, 'reference', *inputs)
-    fast_outs, fast_grads = run(module, 'fast', *inputs)
+    fast_outs, fast_grads = run(module, 'sdpa', *inputs)
     for i, (a, b) in enumerate(zip(fast_outs, ref_outs)):
         assert_close(a, b, f'output {i}')
     assert fast_grads.keys() == ref_grads.keys()
@@ -54,19 +57,56 @@ def assert_paths_agree(module, *inputs):
 
 
 def test_impl_choice():
+    cpu, cuda = torch.device('cpu'), torch.device('cuda')
     assert get_attention_impl() == 'auto'
-    x = torch.zeros(1)
-    assert not use_fast_attention(x)  # auto: reference on the CPU
-    with attention_impl('fast'):
-        assert get_attention_impl() == 'fast' and use_fast_attention(x)
+    # auto: SDPA on CUDA (FlexAttention is opt-in), the reference elsewhere
+    assert resolve_attention_impl('auto', cpu) == 'reference'
+    assert resolve_attention_impl('auto', cuda) == 'sdpa'
+    with attention_impl('sdpa'):
+        assert get_attention_impl() == 'sdpa'
+        assert resolve_attention_impl('auto', cpu) == 'sdpa'
         with attention_impl('reference'):
-            assert not use_fast_attention(x)
-        assert get_attention_impl() == 'fast'
+            assert resolve_attention_impl('auto', cuda) == 'reference'
+            # a layer's own choice (from the config) wins over the process-wide one
+            assert resolve_attention_impl('flex', cuda) == 'flex'
+        assert get_attention_impl() == 'sdpa'
     assert get_attention_impl() == 'auto'
-    with pytest.raises(ValueError, match=r"Unknown attention impl 'flash'; choose one of "
-                       r"\('auto', 'reference', 'fast'\)"):
+    message = (r"Unknown attention implementation attn_impl='flash'; choose one of 'auto', "
+               r"'reference', 'sdpa', 'flex'")
+    with pytest.raises(ValueError, match=message):
         set_attention_impl('flash')
     assert get_attention_impl() == 'auto'
+    with pytest.raises(ValueError, match=message):
+        DAT(MINI, img_size=64, attn_impl='flash')
+
+
+def sdpa_calls(monkeypatch):
+    """Count calls of F.scaled_dot_product_attention."""
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return sdpa(*args, **kwargs)
+    monkeypatch.setattr(F, 'scaled_dot_product_attention', counted)
+    return calls
+
+
+@pytest.mark.parametrize('impl,process_wide,uses_sdpa', [
+    ('reference', 'sdpa', False), ('sdpa', 'reference', True), ('auto', 'sdpa', True),
+    ('auto', 'auto', False)])
+def test_attn_impl_reaches_every_layer(monkeypatch, impl, process_wide, uses_sdpa):
+    """The backbone's attn_impl is every attention layer's, and it wins over the
+    process-wide choice, which only 'auto' layers follow."""
+    model = DAT(MINI, img_size=64, window_size=[4, 4, 4, 2], attn_impl=impl).eval()
+    layers = [m for m in model.modules() if isinstance(m, (WindowAttention,
+                                                           DeformableAttention))]
+    assert len(layers) == sum(MINI['depths'])
+    assert {layer.attn_impl for layer in layers} == {impl}
+    calls = sdpa_calls(monkeypatch)
+    with attention_impl(process_wide), torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+    assert len(calls) == (len(layers) if uses_sdpa else 0)
 
 
 @pytest.mark.parametrize('shift', [False, True])
@@ -94,22 +134,32 @@ def test_backbone_train_mode_with_drop_path(size):
     assert_paths_agree(model, torch.randn(2, 3, *size))
 
 
-def test_fast_on_cpu_falls_back_clearly():
+def test_flex_training_on_cpu_switches_to_sdpa_clearly():
+    """FlexAttention has no backward on the CPU: a 'flex' layer that needs gradients there
+    warns once and runs SDPA (the reference numbers) from then on."""
     torch.manual_seed(0)
-    attn = DeformableAttention(64, 4, 2, (16, 16), stage_index=2)
-    x = torch.randn(1, 16, 16, 64)  # 256 keys: FlexAttention's range, which needs CUDA
+    attn = DeformableAttention(64, 4, 2, (16, 16), stage_index=2, attn_impl='flex').train()
+    x = torch.randn(1, 16, 16, 64)  # 256 keys: FlexAttention's range
     fast_attention._warned.clear()
-    with attention_impl('fast'), pytest.warns(UserWarning, match="attention impl 'fast' on "
-                                              'cpu: deformable blocks use SDPA'):
+    with pytest.warns(UserWarning, match="attn_impl 'flex': FlexAttention has no backward on "
+                      'the CPU; the deformable attention layers where this happens use SDPA'):
         out = attn(x)
-    assert_close(out, attn(x), 'output')
+    assert attn.flex_guard.reason == 'FlexAttention has no backward on the CPU'
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # no second warning
+        again = attn(x)
+    with attention_impl('reference'):
+        attn.attn_impl = 'auto'
+        reference = attn(x)
+    assert_close(out, reference, 'output')
+    assert_close(again, reference, 'output')
 
 
 def test_return_info_uses_reference():
     torch.manual_seed(0)
     model = DAT(MINI, img_size=64, window_size=[4, 4, 4, 2]).eval()
     x = torch.randn(1, 3, 64, 64)
-    with attention_impl('fast'):
+    with attention_impl('sdpa'):
         outs, info = model.forward_with_deform_info(x)
     assert set(info) == {'stage2.block1', 'stage3.block1'}
     assert info['stage2.block1']['attn_weights'].shape == (1, 4, 16, 16)
@@ -151,7 +201,7 @@ def test_fast_bias_equals_position_bias(size):
 
 
 def test_flex_attention_forward_eager_cpu():
-    """The whole FlexAttention call, with padding of 16x17=272 keys to 384, in eager mode
+    """The whole FlexAttention call, with padding of 16x17=272 keys to 512, in eager mode
     (forward only: FlexAttention has no backward on the CPU)."""
     torch.manual_seed(0)
     B, G, M, H, W, d = 2, 2, 4, 16, 17, 16
@@ -183,7 +233,120 @@ def test_aligned_mask_keeps_values():
 def test_no_graph_breaks_under_compile():
     model = DAT(MINI, img_size=64, window_size=[4, 4, 4, 2], drop_path_rate=0.1,
                 out_indices=(0, 1, 2, 3)).train()
-    with attention_impl('fast'):
+    with attention_impl('sdpa'):
         explained = torch._dynamo.explain(model)(torch.randn(1, 3, 72, 93))
     torch._dynamo.reset()
     assert explained.graph_break_count == 0, explained.break_reasons
+
+
+#: Input sizes whose stage-3 maps (stride 16) have 256 to 1024 tokens: FlexAttention's range.
+FLEX_SIZES = [(h, w) for h in range(256, 513, 32) for w in range(256, 513, 32)]
+
+
+@pytest.fixture
+def fresh_flex():
+    """A fresh torch.compile state and no warnings given yet."""
+    torch._dynamo.reset()
+    fast_attention._warned.clear()
+    yield
+    torch._dynamo.reset()
+
+
+def mini_pair(impl):
+    """The mini DAT with ``attn_impl=impl`` and its reference twin (same weights), eval."""
+    torch.manual_seed(0)
+    kwargs = dict(arch=MINI, img_size=256, window_size=[4, 4, 4, 2], out_indices=(2, 3))
+    model = DAT(attn_impl=impl, **kwargs).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith('rpe_table'):
+                param.normal_()  # tables that matter
+    reference = DAT(attn_impl='reference', **kwargs).eval()
+    reference.load_state_dict(model.state_dict())
+    return model, reference
+
+
+def flex_graphs():
+    from torch._dynamo.utils import counters
+    return counters['stats']['unique_graphs']
+
+
+def test_flex_compiles_a_handful_of_graphs_over_20_sizes(fresh_flex):
+    """Compiled FlexAttention forward on the CPU: 20 input sizes (stage-3 maps of 256 to
+    1024 tokens, stage-4 maps of 64 to 256) compile a graph per token bucket and layer
+    shape, not per size, and give the reference numbers."""
+    model, reference = mini_pair('flex')
+    sizes = random.Random(0).sample(FLEX_SIZES, 20)
+    sizes[:2] = [(256, 256), (512, 512)]  # both ends of the range
+    calls = []
+    flex = fast_attention.deformable_flex_attention
+
+    def counted(q, *args, **kwargs):
+        calls.append(fast_attention.flex_bucket(q.shape[2]))
+        return flex(q, *args, **kwargs)
+    before = flex_graphs()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('error')  # no fallback warning
+        fast_attention.deformable_flex_attention = counted
+        try:
+            for size in sizes:
+                x = torch.randn(1, 3, *size)
+                for i, (a, b) in enumerate(zip(model(x), reference(x))):
+                    assert_close(a, b, f'{size} output {i}')
+        finally:
+            fast_attention.deformable_flex_attention = flex
+    graphs = flex_graphs() - before
+    # stage 3: buckets 256, 512, 1024; stage 4 (at 512x512 only): 256
+    assert sorted(set(calls)) == [256, 512, 1024] and len(calls) > 20
+    print(f'\n{len(sizes)} sizes, {len(calls)} FlexAttention calls: {graphs} graphs compiled')
+    assert 1 <= graphs <= 4
+    assert all(m.flex_guard.reason is None for m in model.modules()
+               if isinstance(m, DeformableAttention))
+
+
+def test_flex_compile_failure_warns_once_and_gives_reference_numbers(fresh_flex, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError('forced compile failure\nsecond line')
+    monkeypatch.setattr(fast_attention, '_compiled_flex_attention', lambda: broken)
+    model, reference = mini_pair('flex')
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        for size in [(512, 512), (288, 320)]:
+            x = torch.randn(1, 3, *size)
+            for i, (a, b) in enumerate(zip(model(x), reference(x))):
+                assert_close(a, b, f'{size} output {i}')
+    messages = [str(w.message) for w in caught]
+    assert messages == ["attn_impl 'flex': FlexAttention failed: RuntimeError: forced compile "
+                        'failure; the deformable attention layers where this happens use SDPA '
+                        'with a materialised position bias for the rest of the run']
+    layers = [m for m in model.modules() if isinstance(m, DeformableAttention)]
+    assert [m.flex_guard.reason for m in layers] == [
+        'FlexAttention failed: RuntimeError: forced compile failure'] * len(layers)
+
+
+def test_flex_recompile_limit_switches_to_sdpa(fresh_flex, monkeypatch):
+    """Past FLEX_RECOMPILE_LIMIT graphs torch.compile raises (instead of running eager
+    FlexAttention); the layer that hit it warns and runs SDPA."""
+    monkeypatch.setattr(fast_attention, 'FLEX_RECOMPILE_LIMIT', 1)
+    attn = DeformableAttention(64, 4, 2, (16, 16), stage_index=2, attn_impl='flex').eval()
+    reference = DeformableAttention(64, 4, 2, (16, 16), stage_index=2,
+                                    attn_impl='reference').eval()
+    reference.load_state_dict(attn.state_dict())
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        for size in [(16, 16), (16, 17), (24, 24)]:  # buckets 256, 512, 1024
+            x = torch.randn(1, *size, 64)
+            assert_close(attn(x), reference(x), f'{size} output')
+    assert [str(w.message) for w in caught] == [
+        "attn_impl 'flex': FlexAttention hit its recompile limit (FLEX_RECOMPILE_LIMIT=1 "
+        'graphs); the deformable attention layers where this happens use SDPA with a '
+        'materialised position bias for the rest of the run']
+    assert attn.flex_guard.reason.startswith('FlexAttention hit its recompile limit')
+
+
+def test_prefix_block_mask_skips_padding():
+    mask = fast_attention.prefix_block_mask(300, 512, torch.device('cpu'))
+    dense = mask.to_dense()[0, 0]  # (query blocks, key blocks): 1 where computed
+    assert dense.tolist() == [[1, 1, 1, 0]] * 3 + [[0, 0, 0, 0]]
+    assert [fast_attention.flex_bucket(n) for n in (1, 256, 257, 1024, 1025)] == [
+        256, 256, 512, 1024, 2048]

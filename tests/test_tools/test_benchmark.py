@@ -36,11 +36,11 @@ def test_arch_and_compare_swin(bench, capsys):
                for r in records)
 
 
-def test_impl_fast_inference_bf16(bench, capsys):
-    bench.main(['--arch', 'tiny', '--img-size', '64', '--impl', 'fast',
-                '--mode', 'inference'] + FAST[:-1] + ['bf16'])
+def test_impl_sdpa_inference_bf16(bench, capsys):
+    bench.main(['--arch', 'tiny', '--img-size', '64', '--impl', 'sdpa',
+                    '--mode', 'inference'] + FAST[:-1] + ['bf16'])
     (record, ) = json_lines(capsys.readouterr().out)
-    assert (record['impl'], record['mode'], record['amp']) == ('fast', 'inference', 'bf16')
+    assert (record['impl'], record['mode'], record['amp']) == ('sdpa', 'inference', 'bf16')
     assert record['img_size'] == [64, 64]
     assert get_attention_impl() == 'auto'  # restored
 

@@ -4,7 +4,7 @@
     python tools/analysis_tools/benchmark.py --arch tiny --batch-size 128 --amp bf16
     python tools/analysis_tools/benchmark.py --arch tiny --batch-size 4 --img-size 896 \\
         --amp bf16 --mode train
-    # reference vs fast attention, and timm's Swin of the same size side by side
+    # reference vs SDPA attention, and timm's Swin of the same size side by side
     python tools/analysis_tools/benchmark.py --arch tiny --impl reference --compare swin
     # a model from a config (run in 'tensor' mode), with a profile of the top ops
     python tools/analysis_tools/benchmark.py --config configs/dat/dat-tiny_8xb128_in1k.py \\
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 
 from dat.models import DAT  # noqa: E402
-from dat.models.layers import attention_impl  # noqa: E402
+from dat.models.layers import ATTENTION_IMPLS, attention_impl, resolve_attention_impl  # noqa: E402
 
 ARCHS = ('tiny', 'small', 'base')
 #: Stochastic depth of the ImageNet recipes of DAT and Swin, by size.
@@ -62,9 +62,10 @@ def parse_args(argv=None):
     parser.add_argument('--amp', choices=tuple(AMP_DTYPES), default='bf16',
                         help='autocast dtype, or none for fp32 (default: bf16)')
     parser.add_argument('--compile', action='store_true', help='torch.compile the model')
-    parser.add_argument('--impl', choices=('auto', 'reference', 'fast'), default='auto',
-                        help='attention implementation of DAT (default: auto, which is '
-                        'fast on CUDA and reference on the CPU)')
+    parser.add_argument('--impl', choices=ATTENTION_IMPLS, default='auto',
+                        help="attention implementation of DAT, for layers whose attn_impl is "
+                        "'auto' (default: auto, which is sdpa on CUDA and reference on the "
+                        'CPU)')
     parser.add_argument('--compare', choices=('swin', ), default=None,
                         help="also measure timm's Swin of the same size")
     parser.add_argument('--mode', choices=('train', 'inference', 'all'), default='all')
@@ -233,18 +234,23 @@ def device_name(device: torch.device) -> str:
 def main(argv: Optional[List[str]] = None):
     args = parse_args(argv)
     torch.manual_seed(0)
+    stdout = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):  # logs to stderr, stdout for JSON lines
+        run_all(args, lambda record: print(json.dumps(record), file=stdout, flush=True))
+
+
+def run_all(args, emit):
     modes = ('train', 'inference') if args.mode == 'all' else (args.mode, )
-    with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the JSON lines
-        models = build_models(args)
+    models = build_models(args)
     for name, impl, model in models:
-        resolved = impl
-        if impl == 'auto':
-            resolved = 'fast' if args.device.type == 'cuda' else 'reference'
         model = model.to(args.device)
-        if args.compile:
-            model = torch.compile(model)
-        # timm's Swin does not read the setting; DAT reads it at every forward.
+        # timm's Swin does not read the setting; DAT's layers read it at every forward.
         with attention_impl(impl if impl != 'timm' else 'auto'):
+            kinds = {resolve_attention_impl(m.attn_impl, args.device)
+                     for m in model.modules() if hasattr(m, 'attn_impl')}
+            resolved = '+'.join(sorted(kinds)) if kinds else impl
+            if args.compile:
+                model = torch.compile(model)
             for mode in modes:
                 runner = Runner(model, mode, args, classification=args.config is None)
                 record = dict(mode=mode, model=name, impl=resolved, batch_size=args.batch_size,
@@ -253,7 +259,7 @@ def main(argv: Optional[List[str]] = None):
                 record.update(measure(runner, args))
                 record.update(iters=args.iters, warmup=args.warmup,
                               device=device_name(args.device), torch=torch.__version__)
-                print(json.dumps(record), flush=True)
+                emit(record)
                 if args.profile:
                     profile(runner, args, f'{name} {resolved} {mode}')
                 del runner

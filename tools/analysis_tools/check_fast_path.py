@@ -1,14 +1,15 @@
-"""Check that the fast attention path gives the reference path's numbers.
+"""Check that the fast attention kinds (``sdpa``, ``flex``) give the reference numbers.
 
     # on a GPU: DAT-T backbone (all four outputs), 224 and a detection size, fp32 and bf16
     python tools/analysis_tools/check_fast_path.py
-    python tools/analysis_tools/check_fast_path.py --compile   # also the compiled fast path
-    # a CPU smoke test (the fast path there is SDPA; FlexAttention needs CUDA)
+    python tools/analysis_tools/check_fast_path.py --compile   # also the compiled fast paths
+    # a CPU smoke test (FlexAttention has no backward on the CPU: 'flex' runs SDPA there)
     python tools/analysis_tools/check_fast_path.py --device cpu --arch mini --sizes 64 72x93
 
-For every size and dtype, the backbone runs forward and backward in train mode (stochastic
-depth 0.2, the same seed for both paths, so both drop the same blocks) with the reference
-and the fast attention, and the script prints, for each output map and each parameter
+For every size, dtype and kind in ``--impls``, the backbone runs forward and backward in
+train mode (stochastic depth 0.2, the same seed for all paths, so all drop the same blocks)
+with the reference and the fast attention, and the script prints, for each output map and
+each parameter
 gradient, the max abs difference and the relative difference (max abs difference / max abs
 value of the reference). Gradients that vanish in exact math (the key bias: softmax ignores
 a constant per query) or are zero in the reference hold only rounding noise; their
@@ -19,8 +20,9 @@ difference is divided by the largest gradient of the model instead.
   its error is at most ``2 x`` the reference path's own autocast error + 1e-3, i.e. it is
   within the normal tolerance for autocast.
 
-It also counts which kernel each deformable block used (FlexAttention or SDPA). Exit code 1
-if anything fails.
+It also counts the deformable blocks that ran FlexAttention, and fails a ``flex`` case on
+CUDA where none did or a layer switched to SDPA (the reason is printed). Exit code 1 if
+anything fails.
 
 Before the backbone, the FlexAttention kernel alone is checked against the materialised bias
 (gradients for q, k, v, the table and the positions) at ``--kernel-sizes`` key maps: by
@@ -39,7 +41,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 
 from dat.models import DAT  # noqa: E402
-from dat.models.layers import attention_impl, fast_attention  # noqa: E402
+from dat.models.layers import DeformableAttention, attention_impl, fast_attention  # noqa: E402
 
 #: A scaled-down DAT with every block kind, for quick CPU runs.
 MINI = dict(embed_dims=[16, 32, 64, 64], depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 4],
@@ -67,6 +69,8 @@ def parse_args():
     parser.add_argument('--batch-size', type=int, default=2)
     parser.add_argument('--dtypes', nargs='+', default=['fp32', 'bf16'],
                         choices=('fp32', 'bf16'))
+    parser.add_argument('--impls', nargs='+', default=['sdpa', 'flex'],
+                        choices=('sdpa', 'flex'), help='fast kinds to check (default: both)')
     parser.add_argument('--rtol', type=float, default=1e-4, help='fp32 tolerance')
     parser.add_argument('--compile', action='store_true',
                         help='also check torch.compile of the fast path')
@@ -165,6 +169,15 @@ class KernelCounter:
         fast_attention.deformable_flex_attention = self._flex
 
 
+def flex_blocks(model, size) -> int:
+    """The deformable blocks of ``model`` with enough keys for FlexAttention at ``size``."""
+    from dat.models.backbones.dat import PATCH_SIZE
+    return sum(isinstance(block.attn, DeformableAttention) and
+               (size[0] // PATCH_SIZE >> i) * (size[1] // PATCH_SIZE >> i)
+               >= fast_attention.FLEX_MIN_KEYS
+               for i, stage in enumerate(model.stages) for block in stage.blocks)
+
+
 def run(model, x, weights, impl: str, dtype: str, seed: int = 0):
     """Outputs and parameter gradients (float32) of one forward/backward."""
     model.zero_grad(set_to_none=True)
@@ -195,11 +208,11 @@ def differences(actual: Dict, expected: Dict) -> Dict[str, Tuple[float, float]]:
     return diffs
 
 
-def check_case(model, fast_model, x, weights, dtype, args, label) -> bool:
-    """``fast_model`` (the model itself, or compiled) with the fast path vs ``model``."""
+def check_case(model, fast_model, x, weights, dtype, impl, args, label) -> bool:
+    """``fast_model`` (the model itself, or compiled) with ``impl`` vs ``model``."""
     reference32 = run(model, x, weights, 'reference', 'fp32')
     with KernelCounter() as kernels:
-        fast = run(fast_model, x, weights, 'fast', dtype)
+        fast = run(fast_model, x, weights, impl, dtype)
     fast_err = differences(fast, reference32)
     zero = noise_only(reference32)
     if dtype == 'fp32':
@@ -210,6 +223,13 @@ def check_case(model, fast_model, x, weights, dtype, args, label) -> bool:
         limits = {name: 2 * ref_err[name][1] + 1e-3 for name in fast_err}
     failed = [name for name, (_, rel) in fast_err.items()
               if not rel <= limits[name]]  # NaN fails too
+    switched = sorted({m.flex_guard.reason for m in model.modules() if impl == 'flex' and
+                       isinstance(m, DeformableAttention) and m.flex_guard.reason})
+    # FlexAttention calls are counted in eager runs only.
+    expected = flex_blocks(model, x.shape[-2:]) if fast_model is model else 0
+    if impl == 'flex' and x.device.type == 'cuda' and (
+            switched or kernels.counts['flex'] < expected):
+        failed.append('FlexAttention did not run')
     worst = sorted(fast_err, key=lambda n: fast_err[n][1] / limits[n], reverse=True)
     shown = worst[:5] if args.quiet else list(fast_err)
     print(f'\n== {label} ==')
@@ -229,6 +249,8 @@ def check_case(model, fast_model, x, weights, dtype, args, label) -> bool:
           f'{worst[0]}; * = zero in exact math, relative to the largest gradient); deformable '
           f'blocks through FlexAttention: {n_flex if n_flex else "none"}'
           + (f'; failed: {", ".join(failed[:5])}' if failed else ''))
+    for reason in switched:
+        print(f'  -> switched to SDPA: {reason}')
     return not failed
 
 
@@ -259,11 +281,12 @@ def main():
             weights = [torch.randn_like(o) for o in model(x)]
         compiled = torch.compile(model) if args.compile else None
         for dtype in args.dtypes:
-            label = f'{args.arch} {size[0]}x{size[1]} batch {args.batch_size} {dtype}'
-            ok &= check_case(model, model, x, weights, dtype, args, label + ' fast')
-            if compiled is not None:
-                ok &= check_case(model, compiled, x, weights, dtype, args,
-                                 label + ' fast + torch.compile')
+            for impl in args.impls:
+                label = f'{args.arch} {size[0]}x{size[1]} batch {args.batch_size} {dtype} {impl}'
+                ok &= check_case(model, model, x, weights, dtype, impl, args, label)
+                if compiled is not None:
+                    ok &= check_case(model, compiled, x, weights, dtype, impl, args,
+                                     label + ' + torch.compile')
         del model, compiled
         if device.type == 'cuda':
             torch.cuda.empty_cache()

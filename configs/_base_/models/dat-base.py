@@ -9,4 +9,5 @@ backbone = dict(
     img_size=224,
     window_size=7,
     drop_path_rate=0.5,
-    out_indices=(3, ))
+    out_indices=(3, ),
+    attn_impl='auto')  # or 'reference', 'sdpa', 'flex': see dat/models/backbones/dat.py

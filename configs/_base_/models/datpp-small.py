@@ -9,4 +9,5 @@ backbone = dict(
     arch='small',
     img_size=224,
     drop_path_rate=0.4,
-    out_indices=(3, ))
+    out_indices=(3, ),
+    attn_impl='auto')  # or 'reference', 'sdpa', 'flex': see dat/models/backbones/dat.py

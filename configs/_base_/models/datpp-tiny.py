@@ -9,4 +9,5 @@ backbone = dict(
     arch='tiny',
     img_size=224,
     drop_path_rate=0.2,
-    out_indices=(3, ))
+    out_indices=(3, ),
+    attn_impl='auto')  # or 'reference', 'sdpa', 'flex': see dat/models/backbones/dat.py

@@ -20,7 +20,8 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from timm.layers import DropPath
 
-from ..layers import DeformableAttention, Mlp, WindowAttention
+from ..layers import (DeformableAttention, Mlp, WindowAttention, check_attention_impl,
+                      resolve_attention_impl)
 
 PATCH_SIZE = 4
 #: The smallest input side: the stem divides by 4, then three stages by 2.
@@ -133,6 +134,13 @@ class DAT(BaseModule):
         frozen_stages (int): Freeze the stem and the first ``frozen_stages`` stages (and
             their output norms); -1 freezes nothing. Default: -1.
         with_cp (bool): Gradient checkpointing per block. Default: False.
+        attn_impl (str): How every attention layer computes: ``'reference'`` (plain
+            PyTorch, the numbers of the 2022 code), ``'sdpa'`` (fused SDPA kernels),
+            ``'flex'`` (SDPA, and FlexAttention in deformable blocks with many keys;
+            opt-in, not yet verified on a GPU) or ``'auto'`` (the process-wide choice of
+            :func:`dat.models.layers.set_attention_impl`, by default ``'sdpa'`` on CUDA and
+            ``'reference'`` elsewhere). All give the same numbers up to rounding; the
+            first forward logs the one in use. Default: ``'auto'``.
         init_cfg (dict, optional): mmengine init config, e.g. ``dict(type='Pretrained',
             checkpoint=..., prefix='backbone.')``. Position tables of another size are
             resized on load and the resize is logged. Default: None.
@@ -178,8 +186,11 @@ class DAT(BaseModule):
                  out_indices: Sequence[int] = (3,),
                  frozen_stages: int = -1,
                  with_cp: bool = False,
+                 attn_impl: str = 'auto',
                  init_cfg: Optional[Dict] = None):
         super().__init__(init_cfg=init_cfg)
+        self.attn_impl = check_attention_impl(attn_impl)
+        self._logged_impl = False
         self.arch_settings = self.parse_arch(arch)
         dims = self.arch_settings['embed_dims']
         depths = self.arch_settings['depths']
@@ -221,9 +232,10 @@ class DAT(BaseModule):
         heads = self.arch_settings['num_heads'][stage]
         if kind == 'D':
             attn = DeformableAttention(dim, heads, self.arch_settings['groups'][stage], fmap,
-                                       stage_index=stage)
+                                       stage_index=stage, attn_impl=self.attn_impl)
         else:
-            attn = WindowAttention(dim, heads, window, shift=kind == 'S')
+            attn = WindowAttention(dim, heads, window, shift=kind == 'S',
+                                   attn_impl=self.attn_impl)
         return DATBlock(dim, attn, drop_path)
 
     @classmethod
@@ -337,8 +349,21 @@ class DAT(BaseModule):
                              f'sides must be at least {MIN_INPUT_SIZE} pixels (patch stem 4, '
                              'then three 2x downsamplings)')
 
+    def _log_attention_impl(self, device: torch.device):
+        """Record the kernel in use in the log file of a run (scripts stay quiet)."""
+        import logging
+
+        from mmengine.logging import MMLogger
+        self._logged_impl = True
+        logger = MMLogger.get_current_instance()
+        if any(isinstance(h, logging.FileHandler) for h in logger.handlers):
+            logger.info(f'DAT attention: attn_impl={self.attn_impl!r} runs '
+                        f'{resolve_attention_impl(self.attn_impl, device)!r} on {device.type}')
+
     def _forward(self, x: torch.Tensor, infos: Optional[List[List[Dict]]]):
         self._check_input(x)
+        if not self._logged_impl and not torch.compiler.is_compiling():
+            self._log_attention_impl(x.device)
         x = self.patch_embed(x)
         outs = []
         for i, stage in enumerate(self.stages):

@@ -151,6 +151,8 @@ class DATPlusPlus(DAT):
         frozen_stages (int): Freeze the stem and the first ``frozen_stages`` stages (and
             their output norms); -1 freezes nothing. Default: -1.
         with_cp (bool): Gradient checkpointing per block. Default: False.
+        attn_impl (str): See :class:`DAT`; the N blocks have only the reference kernel.
+            Default: ``'auto'``.
         init_cfg (dict, optional): See :class:`DAT`. Default: None.
 
     Parameter names: ``patch_embed.{proj1,norm1,proj2,norm2}``,
@@ -192,10 +194,11 @@ class DATPlusPlus(DAT):
                  out_indices: Sequence[int] = (3,),
                  frozen_stages: int = -1,
                  with_cp: bool = False,
+                 attn_impl: str = 'auto',
                  init_cfg: Optional[Dict] = None):
         # DAT's window size is the neighbourhood of the N blocks here
         super().__init__(arch, img_size, NEIGHBORHOOD_SIZE, in_channels, drop_path_rate,
-                         out_indices, frozen_stages, with_cp, init_cfg)
+                         out_indices, frozen_stages, with_cp, attn_impl, init_cfg)
 
     def _make_stem(self, in_channels: int, dim: int) -> nn.Module:
         return ConvStem(in_channels, dim)
@@ -209,9 +212,10 @@ class DATPlusPlus(DAT):
         heads = self.arch_settings['num_heads'][stage]
         if kind == 'D':
             attn = DeformableAttentionPlusPlus(dim, heads, self.arch_settings['groups'][stage],
-                                               fmap, stage_index=stage)
+                                               fmap, stage_index=stage,
+                                               attn_impl=self.attn_impl)
         else:
-            attn = NeighborhoodAttention(dim, heads, window)
+            attn = NeighborhoodAttention(dim, heads, window, attn_impl=self.attn_impl)
         return DATPlusPlusBlock(dim, attn, drop_path)
 
     def _check_input(self, x: torch.Tensor):

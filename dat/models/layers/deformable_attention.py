@@ -24,10 +24,11 @@ When a checkpoint made for another size is loaded, the table is resized by bilin
 interpolation with aligned corners (see :meth:`DeformableAttention._load_from_state_dict`),
 which keeps its values at the same normalised displacements.
 
-Fast path (see :func:`dat.models.layers.set_attention_impl`; on CUDA by default): step 6
-with fused kernels, the same math. With many keys on CUDA, FlexAttention samples the table
-of step 5 inside the attention kernel, so the (B, M, HW, Ns) bias is never stored; otherwise
-``F.scaled_dot_product_attention`` takes the sampled bias as its mask. See
+``attn_impl`` (see :mod:`dat.models.layers.common`): ``'reference'`` is the plain PyTorch
+code below. ``'sdpa'`` runs step 6 with ``F.scaled_dot_product_attention``, the sampled bias
+of step 5 as its mask. ``'flex'`` (opt-in, not yet verified on a GPU) samples the table
+inside a FlexAttention kernel when there are many keys, so the (B, M, HW, Ns) bias is never
+stored; where FlexAttention cannot run, the layer switches to SDPA with a warning. See
 :mod:`dat.models.layers.fast_attention`.
 """
 from typing import Dict, Optional, Tuple
@@ -39,7 +40,7 @@ from mmengine.logging import MMLogger
 from timm.layers import trunc_normal_
 
 from . import fast_attention
-from .common import LayerNorm2d, get_attention_impl, use_fast_attention
+from .common import LayerNorm2d, check_attention_impl, resolve_attention_impl
 
 #: Kernel size of the depthwise conv in the offset network, by stage.
 OFFSET_KERNEL_SIZES = (9, 7, 5, 3)
@@ -123,6 +124,8 @@ class DeformableAttention(nn.Module):
         offset_range_factor (float): s in step 2 of the module docstring. Default: 2.
         attn_drop (float): Dropout on attention weights. Default: 0.
         proj_drop (float): Dropout after the output projection. Default: 0.
+        attn_impl (str): Kernel, one of :data:`dat.models.layers.ATTENTION_IMPLS`.
+            Default: ``'auto'``.
 
     Parameter names: ``q``, ``k``, ``v``, ``proj`` (linear layers), ``offset`` (the
     offset network) and ``rpe_table`` (M, 2H_t - 1, 2W_t - 1).
@@ -130,11 +133,13 @@ class DeformableAttention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, groups: int, fmap_size: Tuple[int, int],
                  stage_index: int, offset_range_factor: float = 2.0,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, attn_impl: str = 'auto'):
         super().__init__()
         if dim % num_heads or num_heads % groups:
             raise ValueError(f'dim={dim}, num_heads={num_heads} and groups={groups} must '
                              'divide: dim by heads, heads by groups')
+        self.attn_impl = check_attention_impl(attn_impl)
+        self.flex_guard = fast_attention.FlexGuard()
         self.num_heads = num_heads
         self.groups = groups
         self.head_dim = dim // num_heads
@@ -192,8 +197,9 @@ class DeformableAttention(nn.Module):
         q = q.reshape(B, H * W, M, d).transpose(1, 2)
 
         # Step 6, with the bias of step 5.
-        if use_fast_attention(x) and not return_info:
-            out = self._fast_attention(q, k, v, positions, references)
+        impl = resolve_attention_impl(self.attn_impl, x.device)
+        if impl != 'reference' and not return_info:
+            out = self._fast_attention(q, k, v, positions, references, flex=impl == 'flex')
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1) + self.position_bias(positions, H, W)
             attn = attn.softmax(dim=-1)
@@ -204,20 +210,20 @@ class DeformableAttention(nn.Module):
         return out
 
     def _fast_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                        positions: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+                        positions: torch.Tensor, references: torch.Tensor,
+                        flex: bool) -> torch.Tensor:
         """Step 6 with fused kernels: (B, M, HW, d) -> (B, M, HW, d)."""
         B, G, H, W, _ = positions.shape
         dropout_p = self.attn_drop.p if self.training else 0.0
-        if H * W >= fast_attention.FLEX_MIN_KEYS and dropout_p == 0:
-            if fast_attention.flex_available(q):
-                keys = positions.reshape(B, G, H * W, 2)
-                queries = references[0, 0].reshape(H * W, 2)
-                return fast_attention.deformable_flex_attention(
-                    q, k, v, self.rpe_table, keys, queries, self.scale)
-            if get_attention_impl() == 'fast':
-                fast_attention.warn_once(
-                    f"attention impl 'fast' on {q.device.type}: deformable blocks use SDPA "
-                    'with a materialised position bias (FlexAttention needs CUDA)')
+        # FlexAttention has no dropout; with attention dropout in training SDPA runs.
+        if flex and H * W >= fast_attention.FLEX_MIN_KEYS and dropout_p == 0:
+            keys = positions.reshape(B, G, H * W, 2)
+            queries = references[0, 0].reshape(H * W, 2)
+            out = self.flex_guard(lambda: fast_attention.deformable_flex_attention(
+                q, k, v, self.rpe_table, keys, queries, self.scale),
+                q, k, v, self.rpe_table, keys)
+            if out is not None:
+                return out
         bias = self.position_bias(positions, H, W)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
                                               dropout_p=dropout_p, scale=self.scale)

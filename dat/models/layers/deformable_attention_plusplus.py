@@ -23,7 +23,7 @@ where it samples and how it normalises coordinates. From the release's
 Both grids divide by (size - 1), so every stage needs at least 2 x 2 positions; the
 backbone refuses inputs for which a stage would be 1 pixel high or wide.
 
-Fast path (:func:`dat.models.layers.set_attention_impl`): step 6 with
+Fast path (``attn_impl``, see :mod:`dat.models.layers.common`): step 6 with
 ``F.scaled_dot_product_attention`` and the bias of step 5 as its mask.
 """
 from typing import Dict, Tuple
@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
 
-from .common import use_fast_attention
+from .common import check_attention_impl, resolve_attention_impl
 from .deformable_attention import (OFFSET_KERNEL_SIZES, OffsetNetwork, fit_rpe_table,
                                    sample_position_bias)
 
@@ -66,14 +66,19 @@ class DeformableAttentionPlusPlus(nn.Module):
             (the training size of the stage). Other sizes run with the same table.
         stage_index (int): Stage 0-3; picks the offset kernel (9/7/5/3) and the key
             stride (8/4/2/1).
+        attn_impl (str): ``'reference'`` computes step 6 in plain PyTorch; ``'sdpa'`` and
+            ``'flex'`` with ``F.scaled_dot_product_attention`` (no FlexAttention kernel for
+            DAT++ yet); ``'auto'`` follows :func:`dat.models.layers.resolve_attention_impl`.
+            Default: ``'auto'``.
 
     Parameter names: ``q``, ``k``, ``v``, ``proj`` (linear layers), ``offset`` (the
     offset network: ``dwconv``, ``norm``, ``proj``) and ``rpe_table`` (M, 2H_t - 1, 2W_t - 1).
     """
 
     def __init__(self, dim: int, num_heads: int, groups: int, fmap_size: Tuple[int, int],
-                 stage_index: int):
+                 stage_index: int, attn_impl: str = 'auto'):
         super().__init__()
+        self.attn_impl = check_attention_impl(attn_impl)
         if dim % num_heads or num_heads % groups:
             raise ValueError(f'dim={dim}, num_heads={num_heads} and groups={groups} must '
                              'divide: dim by heads, heads by groups')
@@ -131,7 +136,8 @@ class DeformableAttentionPlusPlus(nn.Module):
 
         # Step 6, with the bias of step 5.
         bias = self.position_bias(positions, H, W)
-        if use_fast_attention(x) and not return_info:
+        kernel = resolve_attention_impl(self.attn_impl, x.device)
+        if kernel != 'reference' and not return_info:  # 'flex' runs SDPA here too
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
                                                  scale=self.scale)
         else:

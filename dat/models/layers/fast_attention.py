@@ -1,17 +1,26 @@
-"""Fused attention kernels for the fast path of the window and deformable blocks.
+"""Fused attention kernels for the ``'sdpa'`` and ``'flex'`` kinds of ``attn_impl``.
 
-The layers call these when :func:`dat.models.layers.use_fast_attention` says so (by default
-on CUDA); the plain PyTorch code in the layers stays the reference, and
+The layers call these when :func:`dat.models.layers.resolve_attention_impl` says so; the
+plain PyTorch code in the layers stays the reference, and
 ``tests/test_models/test_fast_path.py`` checks that both give the same numbers.
 
-- Window blocks and small deformable blocks: ``F.scaled_dot_product_attention`` with the
-  position bias (plus the window mask) as a float ``attn_mask``. The attention weights are
-  not stored for the backward pass.
-- Deformable blocks with many keys (``>= FLEX_MIN_KEYS``) on CUDA: FlexAttention, with the
-  bilinear sampling of the position table (step 5 of
-  :mod:`dat.models.layers.deformable_attention`) done inside the score function, so the
+- ``'sdpa'`` (the default on CUDA): ``F.scaled_dot_product_attention`` with the position
+  bias (plus the window mask) as a float ``attn_mask``, in every block. The attention
+  weights are not stored for the backward pass.
+- ``'flex'`` (opt-in; **not yet verified on a GPU**, see ``docs/benchmarks.md``): as
+  ``'sdpa'``, except in deformable blocks with ``>= FLEX_MIN_KEYS`` keys, which use
+  FlexAttention with the bilinear sampling of the position table (step 5 of
+  :mod:`dat.models.layers.deformable_attention`) inside the score function, so the
   (B, heads, queries, keys) bias is never materialised. Its gradients reach q, k, v, the
   table and the sampling positions (and so the offsets).
+
+FlexAttention is compiled per shape. To keep the number of compilations bounded over the
+many input sizes of multi-scale training, the token count is padded up to a power of two
+(:func:`flex_bucket`) and a block mask skips the padded key blocks (and padded query
+blocks), so padding costs no compute in whole blocks and nothing in the result. Each layer
+calls it through a :class:`FlexGuard`: when FlexAttention cannot run (no FlexAttention in
+this torch, no backward on the CPU), fails to compile, or hits :data:`FLEX_RECOMPILE_LIMIT`,
+that layer switches to SDPA for the rest of the run and one warning says why.
 """
 import warnings
 from typing import Callable, Optional
@@ -20,16 +29,21 @@ import torch
 import torch.nn.functional as F
 
 try:
-    from torch.nn.attention.flex_attention import flex_attention
+    from torch.nn.attention.flex_attention import BlockMask, flex_attention
 except ImportError:  # torch < 2.5
-    flex_attention = None
+    BlockMask = flex_attention = None
 
 #: FlexAttention is used from this many keys on. Below it, SDPA with a materialised bias
 #: is as fast, and FlexAttention's gradients were wrong at 49 keys in a probe (torch 2.11).
 FLEX_MIN_KEYS = 256
-#: Queries and keys are padded to a multiple of this (FlexAttention's block size); padded
-#: keys are masked out in the score function.
+#: FlexAttention's block size; token counts are padded to a power of two of at least
+#: ``2 * FLEX_BLOCK`` (see :func:`flex_bucket`).
 FLEX_BLOCK = 128
+#: At most this many FlexAttention graphs are compiled in a process (torch.compile's own
+#: limit, 8, is shared by every layer, stage, bucket and batch size); past it a layer
+#: switches to SDPA with a warning instead of falling back to eager FlexAttention, which
+#: materialises the full score matrix.
+FLEX_RECOMPILE_LIMIT = 32
 #: SDPA's memory-efficient kernel wants the mask's rows aligned to this many elements;
 #: masks are padded so it does not copy a broadcast mask to full size.
 MASK_ALIGN = 16
@@ -82,7 +96,7 @@ def window_sdpa(qkv: torch.Tensor, batch: int, num_heads: int, bias: torch.Tenso
 
 def bilinear_bias_score_mod(table: torch.Tensor, query_y: torch.Tensor,
                             query_x: torch.Tensor, key_y: torch.Tensor, key_x: torch.Tensor,
-                            heads_per_group: int, n_keys: Optional[int] = None) -> Callable:
+                            heads_per_group: int) -> Callable:
     """A FlexAttention score function that adds the bilinearly sampled table.
 
     In table pixels (``grid_sample`` with ``align_corners=True``), the displacement of
@@ -94,7 +108,6 @@ def bilinear_bias_score_mod(table: torch.Tensor, query_y: torch.Tensor,
         query_y, query_x: (Nq,), the queries' part of the sampling coordinate.
         key_y, key_x: (B, G, Nk), the keys' part; they carry the gradient to the positions.
         heads_per_group: heads M/G; head h uses group ``h // heads_per_group``.
-        n_keys: keys from this index on are padding and get -inf. None: no padding.
 
     Each tensor that needs a gradient is indexed once inside the function (a FlexAttention
     limit): the four bilinear taps read four shifted copies of a zero-padded table.
@@ -113,10 +126,7 @@ def bilinear_bias_score_mod(table: torch.Tensor, query_y: torch.Tensor,
         yi, xi = y0.to(torch.int32) + 1, x0.to(torch.int32) + 1
         bias = (1 - wy) * ((1 - wx) * t00[h, yi, xi] + wx * t01[h, yi, xi]) \
             + wy * ((1 - wx) * t10[h, yi, xi] + wx * t11[h, yi, xi])
-        score = score + bias
-        if n_keys is not None:
-            score = torch.where(kv_idx < n_keys, score, -float('inf'))
-        return score
+        return score + bias
 
     return score_mod
 
@@ -140,18 +150,57 @@ def bias_coordinates(table: torch.Tensor, positions: torch.Tensor,
             (2 - positions[..., 0]) * scale_y, (2 - positions[..., 1]) * scale_x)
 
 
-def flex_available(x: torch.Tensor) -> bool:
-    """FlexAttention runs forward and backward here (CUDA, torch >= 2.5)."""
-    return flex_attention is not None and x.is_cuda
+def flex_bucket(n: int) -> int:
+    """The padded token count for ``n`` tokens: the next power of two, at least 256."""
+    return max(2 * FLEX_BLOCK, 1 << (n - 1).bit_length())
 
 
-def _flex_fn(compiled: bool) -> Callable:
+def prefix_block_mask(n: int, padded: int, device: torch.device) -> 'BlockMask':
+    """A FlexAttention block mask over ``padded`` tokens where only the first ``n`` are real:
+    padded keys are masked, and key blocks (and query blocks) wholly in the padding are
+    skipped. It depends on ``n`` only through tensor values, so it compiles once per
+    ``padded``."""
+    blocks = padded // FLEX_BLOCK
+    n_full, partial = n // FLEX_BLOCK, int(n % FLEX_BLOCK > 0)
+    real_query = torch.arange(blocks, device=device) * FLEX_BLOCK < n
+    shape = (1, 1, blocks)
+
+    def per_query_block(count: int) -> torch.Tensor:
+        return torch.where(real_query, count, 0).to(torch.int32).view(shape)
+
+    partial_index = torch.full((*shape, blocks), n_full, dtype=torch.int32, device=device)
+    full_index = torch.arange(blocks, dtype=torch.int32, device=device).expand(
+        *shape, blocks).contiguous()
+    n_keys = torch.full((), n, dtype=torch.int32, device=device)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return kv_idx < n_keys
+
+    return BlockMask.from_kv_blocks(per_query_block(partial), partial_index,
+                                    per_query_block(n_full), full_index, FLEX_BLOCK,
+                                    mask_mod, seq_lengths=(padded, padded))
+
+
+def _compiled_flex_attention() -> Callable:
     global _compiled_flex
-    if not compiled or torch.compiler.is_compiling():
-        return flex_attention  # traced by the caller's torch.compile, or eager
     if _compiled_flex is None:
-        _compiled_flex = torch.compile(flex_attention, dynamic=None)
+        # Static shapes: the buckets bound the shapes (dynamic shapes did not compile on
+        # the CPU in torch 2.14).
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
     return _compiled_flex
+
+
+def call_flex_attention(*args, compiled: bool = True, **kwargs) -> torch.Tensor:
+    """``flex_attention(*args, **kwargs)``: compiled with :data:`FLEX_RECOMPILE_LIMIT` and
+    an error (not an eager fallback) when it is hit; traced as is under the caller's
+    ``torch.compile``; eager with ``compiled=False`` (a slow reference)."""
+    if not compiled or torch.compiler.is_compiling():
+        return flex_attention(*args, **kwargs)
+    # The backward is lowered at forward time, so that its compile errors reach FlexGuard.
+    with torch._dynamo.config.patch(recompile_limit=FLEX_RECOMPILE_LIMIT,
+                                    fail_on_recompile_limit_hit=True), \
+            torch._functorch.config.patch(force_non_lazy_backward_lowering=True):
+        return _compiled_flex_attention()(*args, **kwargs)
 
 
 def deformable_flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -173,14 +222,60 @@ def deformable_flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         (B, heads, N, d).
     """
     n = q.shape[2]
-    pad = (-n) % FLEX_BLOCK
-    query_y, query_x, key_y, key_x = bias_coordinates(table, positions, references)
-    if pad:
-        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
-        query_y, query_x, key_y, key_x = (F.pad(t, (0, pad))
-                                          for t in (query_y, query_x, key_y, key_x))
+    padded = flex_bucket(n)
+    pad = padded - n
+    # Contiguous, so that each bucket sees one memory layout (another layout, e.g. of a
+    # transposed view, would compile another graph).
+    q, k, v = (F.pad(t, (0, 0, 0, pad)).contiguous() for t in (q, k, v))
+    query_y, query_x, key_y, key_x = (F.pad(t, (0, pad)).contiguous() for t in
+                                      bias_coordinates(table, positions, references))
     score_mod = bilinear_bias_score_mod(table.float(), query_y, query_x, key_y, key_x,
-                                        q.shape[1] // positions.shape[1],
-                                        n_keys=n if pad else None)
-    out = _flex_fn(compiled)(q, k, v, score_mod=score_mod, scale=scale)
+                                        q.shape[1] // positions.shape[1])
+    out = call_flex_attention(q, k, v, score_mod=score_mod, scale=scale, compiled=compiled,
+                              block_mask=prefix_block_mask(n, padded, q.device))
     return out[:, :, :n] if pad else out
+
+
+class FlexGuard:
+    """Runs one layer's FlexAttention call, or says that the layer must use SDPA.
+
+    ``guard(fn, *tensors)`` returns ``fn()``, or None when FlexAttention cannot run for
+    ``tensors`` or ``fn`` raised: then this layer uses SDPA from now on (``reason`` says
+    why) and one warning per reason is given. Under the caller's ``torch.compile`` ``fn``
+    runs unguarded (errors there are the caller's compile errors).
+    """
+
+    def __init__(self):
+        self.reason: Optional[str] = None
+
+    @staticmethod
+    def unsupported(*tensors: torch.Tensor) -> Optional[str]:
+        """Why FlexAttention cannot run on ``tensors`` here, or None."""
+        if flex_attention is None:
+            return f'torch {torch.__version__} has no FlexAttention (torch >= 2.5)'
+        if tensors[0].device.type == 'cpu' and torch.is_grad_enabled() \
+                and any(t.requires_grad for t in tensors):
+            return 'FlexAttention has no backward on the CPU'
+        return None
+
+    def __call__(self, fn: Callable[[], torch.Tensor],
+                 *tensors: torch.Tensor) -> Optional[torch.Tensor]:
+        if self.reason is not None:
+            return None
+        reason = self.unsupported(*tensors)
+        if torch.compiler.is_compiling():
+            return None if reason else fn()
+        if reason is None:
+            try:
+                return fn()
+            except Exception as err:  # noqa: BLE001 - any failure: switch to SDPA, say why
+                if type(err).__name__ == 'FailOnRecompileLimitHit':
+                    reason = (f'FlexAttention hit its recompile limit '
+                              f'(FLEX_RECOMPILE_LIMIT={FLEX_RECOMPILE_LIMIT} graphs)')
+                else:
+                    reason = f'FlexAttention failed: {type(err).__name__}: ' + \
+                        str(err).strip().split('\n')[0][:300]
+        self.reason = reason
+        warn_once(f"attn_impl 'flex': {reason}; the deformable attention layers where this "
+                  'happens use SDPA with a materialised position bias for the rest of the run')
+        return None

@@ -23,6 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
 
+from .common import check_attention_impl
+
 
 def window_starts(length: int, kernel_size: int, device: torch.device) -> torch.Tensor:
     """natten's first key index ``s_i`` of every query along one axis (length >= K)."""
@@ -70,13 +72,18 @@ class NeighborhoodAttention(nn.Module):
         dim (int): Channels C.
         num_heads (int): Heads M.
         kernel_size (int): Neighbourhood side K (odd). Default: 7.
+        attn_impl (str): Checked and kept like the other layers' (see
+            :mod:`dat.models.layers.common`); every value runs the reference
+            :func:`neighborhood_attention`, since no fused kernel exists yet. Default: 'auto'.
 
     Parameter names (those of natten's ``NeighborhoodAttention2D``): ``qkv``, ``proj``
     (linear layers) and ``rpb`` (M, 2K - 1, 2K - 1).
     """
 
-    def __init__(self, dim: int, num_heads: int, kernel_size: int = 7):
+    def __init__(self, dim: int, num_heads: int, kernel_size: int = 7, attn_impl: str = 'auto'):
         super().__init__()
+        # One implementation so far (the reference); the choice is kept for the config.
+        self.attn_impl = check_attention_impl(attn_impl)
         if dim % num_heads:
             raise ValueError(f'dim={dim} is not divisible by num_heads={num_heads}')
         if kernel_size < 3 or kernel_size % 2 == 0:

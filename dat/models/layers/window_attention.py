@@ -9,11 +9,16 @@ Any feature-map size: the map is padded at the bottom and right to a multiple of
 Padded tokens are masked out as keys, so real tokens never attend to padding; the shift
 mask is built for the padded map. Without padding, the numbers are the 2022 ones.
 
-Fast path (see :func:`dat.models.layers.set_attention_impl`; on CUDA by default): the same
-math with ``F.scaled_dot_product_attention``, the bias and mask passed as ``attn_mask``.
+The masks depend only on the map size, the window and the shift; they are kept in one
+small LRU cache (:data:`WINDOW_MASKS`) shared by all window layers, so memory does not grow
+with the number of input sizes (docs/benchmarks.md has the build-vs-cache measurement).
+
+``attn_impl`` (see :mod:`dat.models.layers.common`): ``'reference'`` is the plain PyTorch
+code below; ``'sdpa'`` and ``'flex'`` run the same math with
+``F.scaled_dot_product_attention``, the bias and mask passed as ``attn_mask``.
 """
 import math
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -21,11 +26,17 @@ import torch.nn.functional as F
 from mmengine.logging import MMLogger
 from timm.layers import trunc_normal_
 
-from .common import use_fast_attention
+from .common import SizeCache, check_attention_impl, resolve_attention_impl
 from .fast_attention import window_sdpa
 
 #: Logit added to masked pairs, as in the 2022 release.
 MASK_VALUE = -100.0
+#: The window masks kept, keyed by (window, shift, height, width, device). One forward of
+#: DAT-T/S/B at one input size asks for at most 6 (L and S blocks of stages 1-2, L blocks of
+#: stages 3-4), so a fixed-size run builds each mask once and a multi-scale run holds the
+#: masks of about one input size.
+MASK_CACHE_ENTRIES = 8
+WINDOW_MASKS = SizeCache(MASK_CACHE_ENTRIES)
 
 
 def relative_position_index(window_size: int) -> torch.Tensor:
@@ -61,6 +72,32 @@ def resize_relative_position_table(table: torch.Tensor, window_size: int) -> tor
     return grid.reshape(-1, new * new).T.to(table.dtype).contiguous()
 
 
+def build_window_mask(height: int, width: int, window_size: int, shift_size: int,
+                      device: torch.device) -> Optional[torch.Tensor]:
+    """The mask of :meth:`WindowAttention.attention_mask`, built (not cached)."""
+    w, s = window_size, shift_size
+    # Rounded up without negative sizes (see the padding in forward).
+    padded_h, padded_w = (height + w - 1) // w * w, (width + w - 1) // w * w
+    if s == 0 and (padded_h, padded_w) == (height, width):
+        return None
+    region = torch.zeros(padded_h, padded_w, device=device)
+    if s:
+        # Bands [0, -w), [-w, -s), [-s, end) of each axis are 0, 1, 2; region 3 * row
+        # band + column band (no slicing, so no empty slice when the map is one window).
+        rows = torch.arange(padded_h, device=device)
+        cols = torch.arange(padded_w, device=device)
+        row_band = (rows >= padded_h - w).long() + (rows >= padded_h - s).long()
+        col_band = (cols >= padded_w - w).long() + (cols >= padded_w - s).long()
+        region = (row_band[:, None] * 3 + col_band[None, :]).to(region.dtype)
+    padding = torch.ones(padded_h, padded_w, dtype=torch.bool, device=device)
+    padding[:height, :width] = False
+    padding = torch.roll(padding, (-s, -s), dims=(0, 1))
+    region = window_partition(region[None, :, :, None], w)[..., 0]  # (nW, N)
+    padding = window_partition(padding[None, :, :, None], w)[..., 0]
+    blocked = (region[:, :, None] != region[:, None, :]) | padding[:, None, :]
+    return torch.zeros(blocked.shape, device=device).masked_fill(blocked, MASK_VALUE)
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention in (optionally shifted) windows of a (B, H, W, C) map.
 
@@ -71,16 +108,19 @@ class WindowAttention(nn.Module):
         shift (bool): Shift the windows by ``ceil(w / 2)`` (the S block). Default: False.
         attn_drop (float): Dropout on attention weights. Default: 0.
         proj_drop (float): Dropout after the output projection. Default: 0.
+        attn_impl (str): Kernel, one of :data:`dat.models.layers.ATTENTION_IMPLS`
+            (``'flex'`` runs SDPA here). Default: ``'auto'``.
 
     Parameter names: ``qkv``, ``proj`` (linear layers) and
     ``relative_position_bias_table`` ((2w-1)^2, heads).
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shift: bool = False,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, attn_impl: str = 'auto'):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f'dim={dim} is not divisible by num_heads={num_heads}')
+        self.attn_impl = check_attention_impl(attn_impl)
         self.num_heads = num_heads
         self.window_size = window_size
         self.shift_size = math.ceil(window_size / 2) if shift else 0
@@ -94,46 +134,17 @@ class WindowAttention(nn.Module):
         trunc_normal_(self.relative_position_bias_table, std=0.01)
         self.register_buffer('relative_position_index', relative_position_index(window_size),
                              persistent=False)
-        self._masks: Dict[Tuple, Optional[torch.Tensor]] = {}
 
     def attention_mask(self, height: int, width: int,
                        device: torch.device) -> Optional[torch.Tensor]:
         """(nW, N, N) additive mask for a (height, width) map, or None if nothing is masked.
 
         A pair is masked when the key is padding, or (S block) when query and key come
-        from different regions of the rolled map.
+        from different regions of the rolled map. Cached in :data:`WINDOW_MASKS`.
         """
-        if torch.compiler.is_compiling():
-            # Built in the graph (the shapes are static there): a cache would break it.
-            return self._build_mask(height, width, device)
-        key = (height, width, device)
-        if key not in self._masks:
-            self._masks[key] = self._build_mask(height, width, device)
-        return self._masks[key]
-
-    def _build_mask(self, height: int, width: int,
-                    device: torch.device) -> Optional[torch.Tensor]:
         w, s = self.window_size, self.shift_size
-        # Rounded up without negative sizes (see the padding in forward).
-        padded_h, padded_w = (height + w - 1) // w * w, (width + w - 1) // w * w
-        if s == 0 and (padded_h, padded_w) == (height, width):
-            return None
-        region = torch.zeros(padded_h, padded_w, device=device)
-        if s:
-            # Bands [0, -w), [-w, -s), [-s, end) of each axis are 0, 1, 2; region 3 * row
-            # band + column band (no slicing, so no empty slice when the map is one window).
-            rows = torch.arange(padded_h, device=device)
-            cols = torch.arange(padded_w, device=device)
-            row_band = (rows >= padded_h - w).long() + (rows >= padded_h - s).long()
-            col_band = (cols >= padded_w - w).long() + (cols >= padded_w - s).long()
-            region = (row_band[:, None] * 3 + col_band[None, :]).to(region.dtype)
-        padding = torch.ones(padded_h, padded_w, dtype=torch.bool, device=device)
-        padding[:height, :width] = False
-        padding = torch.roll(padding, (-s, -s), dims=(0, 1))
-        region = window_partition(region[None, :, :, None], w)[..., 0]  # (nW, N)
-        padding = window_partition(padding[None, :, :, None], w)[..., 0]
-        blocked = (region[:, :, None] != region[:, None, :]) | padding[:, None, :]
-        return torch.zeros(blocked.shape, device=device).masked_fill(blocked, MASK_VALUE)
+        return WINDOW_MASKS.get((w, s, height, width, device),
+                                lambda: build_window_mask(height, width, w, s, device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
@@ -151,7 +162,7 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(N, N, -1).permute(2, 0, 1)  # (heads, N, N)
         mask = self.attention_mask(H, W, x.device)
-        if use_fast_attention(x):
+        if resolve_attention_impl(self.attn_impl, x.device) != 'reference':
             dropout_p = self.attn_drop.p if self.training else 0.0
             out = window_sdpa(self.qkv(windows), B, self.num_heads, bias, mask, dropout_p)
         else:

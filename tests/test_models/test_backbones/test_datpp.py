@@ -113,13 +113,26 @@ def test_deformable_info():
         assert block['positions'].abs().max() <= 1
 
 
-def test_fast_path_gives_same_numbers():
+@pytest.mark.parametrize('how', ['process-wide', 'config'])
+def test_fast_path_gives_same_numbers(how, monkeypatch):
     model = mini().eval()
     x = torch.rand(1, 3, 72, 90)
     with torch.no_grad(), attention_impl('reference'):
         expected = model(x)[0]
-    with torch.no_grad(), attention_impl('fast'):
-        got = model(x)[0]
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, 'scaled_dot_product_attention',
+                        lambda *a, **k: calls.append(1) or sdpa(*a, **k))
+    if how == 'config':
+        fast = mini(attn_impl='sdpa').eval()
+        fast.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            got = fast(x)[0]
+    else:
+        with torch.no_grad(), attention_impl('sdpa'):
+            got = model(x)[0]
+    n_deformable = sum(isinstance(m, DeformableAttentionPlusPlus) for m in model.modules())
+    assert len(calls) == n_deformable > 0
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
