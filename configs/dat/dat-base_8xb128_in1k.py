@@ -10,10 +10,13 @@ custom_imports = dict(imports=['dat.adapters.mmpretrain'], allow_failed_imports=
 # The 2022 release initialises with PyTorch's defaults, so no model-level init_cfg.
 model = dict(backbone=_base_.backbone, head=dict(in_channels=1024), init_cfg=None)
 
-# DAT-B: lr 4e-4 per 512 images and 50 warm-up epochs (DAT-T/S: 5e-4 and 20).
+# DAT-B: lr 4e-4 per 512 images, 50 warm-up epochs and gradient-norm clipping at 1.0
+# (DAT-T/S: 5e-4, 20 and 5.0), as configs/dat_base.yaml of the 2022 release
+# (LeapLabTHU/DAT) sets BASE_LR, WARMUP_EPOCHS and CLIP_GRAD.
 base_lr = 4e-4
 warmup_epochs = 50
-optim_wrapper = dict(optimizer=dict(lr=base_lr * _base_.total_batch / 512))
+optim_wrapper = dict(optimizer=dict(lr=base_lr * _base_.total_batch / 512),
+                     clip_grad=dict(max_norm=1.0))
 param_scheduler = [
     dict(
         type='LinearLR',

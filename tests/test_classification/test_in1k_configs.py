@@ -11,11 +11,13 @@ from mmengine.registry import init_default_scope
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = {
-    # name: (arch, img_size, window, drop_path, lr, weight decay, warm-up epochs, epochs)
-    'dat-tiny_8xb128_in1k': ('tiny', 224, 7, 0.2, 5e-4 * 2, 0.05, 20, 300),
-    'dat-small_8xb128_in1k': ('small', 224, 7, 0.3, 5e-4 * 2, 0.05, 20, 300),
-    'dat-base_8xb128_in1k': ('base', 224, 7, 0.5, 4e-4 * 2, 0.05, 50, 300),
-    'dat-base_8xb24_in1k-384px': ('base', 384, 12, 0.5, 2e-6 * 192 / 512, 1e-8, 0, 30),
+    # name: (arch, img_size, window, drop_path, lr, weight decay, warm-up epochs, epochs,
+    #        gradient clipping: TRAIN.CLIP_GRAD of the 2022 configs, 5.0 by default and
+    #        1.0 in dat_base.yaml)
+    'dat-tiny_8xb128_in1k': ('tiny', 224, 7, 0.2, 5e-4 * 2, 0.05, 20, 300, 5.0),
+    'dat-small_8xb128_in1k': ('small', 224, 7, 0.3, 5e-4 * 2, 0.05, 20, 300, 5.0),
+    'dat-base_8xb128_in1k': ('base', 224, 7, 0.5, 4e-4 * 2, 0.05, 50, 300, 1.0),
+    'dat-base_8xb24_in1k-384px': ('base', 384, 12, 0.5, 2e-6 * 192 / 512, 1e-8, 0, 30, 5.0),
 }
 
 
@@ -29,7 +31,7 @@ def cpu_config(name, tmp_path, load_tool):
 
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_recipe(name):
-    arch, img_size, window, drop_path, lr, wd, warmup, epochs = CONFIGS[name]
+    arch, img_size, window, drop_path, lr, wd, warmup, epochs, clip = CONFIGS[name]
     cfg = Config.fromfile(REPO / f'configs/dat/{name}.py')
     backbone = cfg.model.backbone
     assert (backbone.type, backbone.arch, backbone.img_size, backbone.window_size,
@@ -39,7 +41,7 @@ def test_recipe(name):
     assert (optimizer.eps, optimizer.weight_decay) == (1e-8, wd)
     assert optimizer.lr == pytest.approx(lr)
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
-    assert cfg.optim_wrapper.clip_grad == dict(max_norm=5.0)
+    assert cfg.optim_wrapper.clip_grad == dict(max_norm=clip)
     assert cfg.train_cfg.max_epochs == epochs
 
     total_batch = 8 * cfg.train_dataloader.batch_size
@@ -65,9 +67,15 @@ def test_recipe(name):
     assert (train['RandAugment'].magnitude_level, train['RandAugment'].magnitude_std,
             train['RandAugment'].policies) == (9, 0.5, 'timm_increasing')
     assert (train['RandomErasing'].erase_prob, train['RandomErasing'].mode) == (0.25, 'rand')
-    test = {t.type: t for t in cfg.test_dataloader.dataset.pipeline}
-    assert test['ResizeEdge'].scale == int(img_size * 256 / 224)
-    assert test['CenterCrop'].crop_size == img_size
+    # the 2022 test transform: both sides to int(256 / 224 * S) (aspect ratio not kept),
+    # bicubic, then the centre S x S (test_in1k_test_pipeline.py runs it on photographs)
+    test = cfg.test_dataloader.dataset.pipeline
+    assert [t.type for t in test] == ['LoadImageFromFile', 'Resize', 'CenterCrop', 'PackInputs']
+    resize = int(256 / 224 * img_size)
+    assert test[1] == dict(type='Resize', scale=(resize, resize), keep_ratio=False,
+                           backend='pillow', interpolation='bicubic')
+    assert test[2].crop_size == img_size
+    assert cfg.val_dataloader.dataset.pipeline == test
 
 
 NO_DECAY = ('norm', 'relative_position_bias_table', 'rpe_table')

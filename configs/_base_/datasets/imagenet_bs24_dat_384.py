@@ -1,6 +1,7 @@
 # ImageNet-1k at 384 px for the DAT-B-384 fine-tune: the 224 px augmentation of
-# imagenet_bs128_dat_224.py with 384 px crops; test resizes the short side to
-# 438 (= int(384 * 256 / 224), as the 2022 code does) and centre-crops 384.
+# imagenet_bs128_dat_224.py with 384 px crops; test resizes the whole image to 438x438
+# (= int(256 / 224 * 384), bicubic, the aspect ratio is NOT kept) and centre-crops 384,
+# as the 2022 release's data/build.py does (see imagenet_bs128_dat_224.py).
 _base_ = ['./imagenet_bs128_dat_224.py']
 
 train_pipeline = [
@@ -27,7 +28,7 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=438, edge='short', backend='pillow',
+    dict(type='Resize', scale=(438, 438), keep_ratio=False, backend='pillow',
          interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=384),
     dict(type='PackInputs'),

@@ -2,9 +2,9 @@
 #   AdamW, betas (0.9, 0.999), eps 1e-8, weight decay 0.05, none on norms, biases
 #   (all 1-d parameters) and the position tables (relative_position_bias_table, rpe_table);
 #   lr 5e-4 per 512 images; 20 warm-up epochs from 5e-7 per 512 (start_factor 1e-3);
-#   cosine to 5e-6 per 512; gradient-norm clipping at 5.0; AMP.
+#   cosine to 5e-6 per 512; gradient-norm clipping at 5.0 (DAT-B at 224 px: 1.0); AMP.
 # Both lr and warm-up/min lr are per-iteration, as in the 2022 code. DAT-B overrides
-# lr, warm-up and the cosine start (configs/dat/dat-base_8xb128_in1k.py).
+# lr, warm-up, the cosine start and the clipping (configs/dat/dat-base_8xb128_in1k.py).
 # `--auto-scale-lr` rescales the optimizer lr to another total batch; the scheduler's
 # eta_min is absolute, so rescale it by hand too (see configs/dat/README.md).
 _base_ = ['mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py']
