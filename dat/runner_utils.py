@@ -1,15 +1,6 @@
 """Settings that let mmengine's Runner (tools/train.py, tools/test.py) run without a GPU."""
-import os
-
 import torch
 from mmengine.config import Config
-
-
-def allow_runner_checkpoints() -> None:
-    """Let torch >= 2.6 load Runner checkpoints, which hold mmengine's HistoryBuffer and
-    numpy objects that ``torch.load(weights_only=True)`` refuses. Load only checkpoints
-    that you trust: this unpickles them fully, as torch < 2.6 did."""
-    os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
 
 
 def setup_cpu_run(cfg: Config) -> None:

@@ -198,7 +198,9 @@ class DeformableAttention(nn.Module):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
                                               dropout_p=dropout_p, scale=self.scale)
 
-    def _load_from_state_dict(self, state_dict: Dict, prefix: str, *args, **kwargs):
+    def adapt_state_dict(self, state_dict: Dict, prefix: str) -> None:
+        """Resize a table of another feature-map size in ``state_dict``, in place (see
+        :mod:`dat.models.checkpoint`)."""
         key = prefix + 'rpe_table'
         table: Optional[torch.Tensor] = state_dict.get(key)
         if table is not None and table.dim() == 3 and table.shape != self.rpe_table.shape \
@@ -206,4 +208,7 @@ class DeformableAttention(nn.Module):
             state_dict[key] = resize_rpe_table(table, tuple(self.rpe_table.shape[1:]))
             MMLogger.get_current_instance().info(
                 f'resized {key} from {tuple(table.shape)} to {tuple(self.rpe_table.shape)}')
+
+    def _load_from_state_dict(self, state_dict: Dict, prefix: str, *args, **kwargs):
+        self.adapt_state_dict(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
