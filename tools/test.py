@@ -13,7 +13,7 @@ from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import Runner
 
 from dat.cli import check_checkpoint, fail, load_config, one_line_errors
-from dat.models.checkpoint import describe_misfit, fit_state_dict, read_state_dict
+from dat.models.checkpoint import fit_state_dict, read_state_dict
 from dat.runner_utils import finish_distributed, setup_cpu_run
 
 
@@ -45,8 +45,8 @@ def check_fit(runner: Runner, checkpoint: str, config: str):
     while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
         model = model.module
     fit = fit_state_dict(model, read_state_dict(checkpoint, mmap=True)[0])
-    if not fit.exact:
-        fail(f'{checkpoint} does not fit the model of {config}: {describe_misfit(fit)}')
+    if fit.problems():
+        fail(f'{checkpoint} does not fit the model of {config}: {fit.describe()}')
 
 
 @one_line_errors

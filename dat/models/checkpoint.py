@@ -24,12 +24,15 @@ that you trust fully but that is refused converts to a plain state dict with
 How weights are matched (:func:`load_weights`, and the DAT backbone under any loader):
 a ``prefix`` such as ``'backbone.'`` is stripped when the checkpoint's keys carry it; layers
 adapt what they know how to adapt (the attention layers resize their position tables, in
-``adapt_state_dict``); modules may declare keys that a checkpoint may lack or carry in
-excess (``optional_state_keys``, a regular expression over their own keys: the DAT
-backbone's output norms ``norm{i}``). Any other missing, unexpected or mis-shaped key is an
-error that names the first of them, unless a partial load is asked for explicitly:
-``load_weights(..., strict=False)``, ``init_cfg=dict(..., strict=False)`` or
-``with partial_load(): ...``.
+``adapt_state_dict``). When a model is initialised from a checkpoint of another task
+(``pretrained=True``: the backbone's ``init_cfg``), keys that modules declare optional
+(``optional_state_keys``, a regular expression over their own keys: the DAT backbone's
+output norms ``norm{i}``) may be missing or extra, and are logged as skipped. Any other
+missing, unexpected or mis-shaped key is an error that names the first of them, unless a
+partial load is asked for explicitly: ``load_weights(..., strict=False)``,
+``init_cfg=dict(..., strict=False)`` or ``with partial_load(): ...``. The DAT backbone
+checks what it is given in ``_load_from_state_dict``, so that mmengine's loaders (which
+load with ``strict=False`` and only log) refuse a checkpoint that does not fit it too.
 """
 import argparse
 import contextlib
@@ -40,7 +43,7 @@ import pickle
 import re
 import zipfile
 from collections import OrderedDict
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -236,16 +239,26 @@ def partial_load():
 
 
 class Fit(NamedTuple):
-    """How a state dict fits a model: keys that will not be loaded."""
+    """How a state dict fits a model."""
     missing: List[str]  #: in the model, not in the checkpoint
     unexpected: List[str]  #: in the checkpoint, not in the model
     wrong_shape: List[str]  #: 'key (checkpoint shape) vs (model shape)'
-    optional_missing: List[str]  #: missing, but declared optional
-    optional_unexpected: List[str]  #: unexpected, but declared optional
+    optional: FrozenSet[str]  #: those of missing / unexpected that modules declare optional
 
-    @property
-    def exact(self) -> bool:
-        return not (self.missing or self.unexpected or self.wrong_shape)
+    def problems(self, pretrained: bool = False) -> List[Tuple[str, List[str]]]:
+        """(description, keys) of what does not fit; with ``pretrained``, optional keys
+        are allowed to be missing or extra."""
+        def kept(keys):
+            return [k for k in keys if not (pretrained and k in self.optional)]
+        return [(name, keys) for name, keys in (
+            ('mis-shaped, checkpoint vs model', self.wrong_shape),
+            ('missing from the checkpoint', kept(self.missing)),
+            ('in the checkpoint but not in the model', kept(self.unexpected))) if keys]
+
+    def describe(self, pretrained: bool = False) -> str:
+        """:meth:`problems` on one line, the first keys of each."""
+        return '; '.join(f'{len(keys)} {name} (first: {_listed(keys)})'
+                         for name, keys in self.problems(pretrained))
 
 
 def _listed(keys: List[str], first: int = 5) -> str:
@@ -266,25 +279,14 @@ def fit_state_dict(module: nn.Module, state: Dict[str, torch.Tensor], prefix: st
         if pattern:
             optional.append((sub_prefix, re.compile(pattern)))
 
-    def is_optional(key):
-        return any(key.startswith(p) and r.match(key[len(p):]) for p, r in optional)
-
     own = module.state_dict(prefix=prefix)
-    absent = [k for k in own if k not in state]
-    extra = [k for k in state if k.startswith(prefix) and k not in own]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k.startswith(prefix) and k not in own]
     wrong = [f'{k} {tuple(state[k].shape)} vs {tuple(v.shape)}' for k, v in own.items()
              if k in state and state[k].shape != v.shape]
-    return Fit([k for k in absent if not is_optional(k)],
-               [k for k in extra if not is_optional(k)], wrong,
-               [k for k in absent if is_optional(k)], [k for k in extra if is_optional(k)])
-
-
-def describe_misfit(fit: Fit) -> str:
-    """``fit``'s problems, the first keys of each, on one line."""
-    return '; '.join(f'{len(keys)} {name} (first: {_listed(keys)})' for name, keys in (
-        ('mis-shaped, checkpoint vs model', fit.wrong_shape),
-        ('missing from the checkpoint', fit.missing),
-        ('in the checkpoint but not in the model', fit.unexpected)) if keys)
+    declared = frozenset(k for k in missing + unexpected if any(
+        k.startswith(p) and r.match(k[len(p):]) for p, r in optional))
+    return Fit(missing, unexpected, wrong, declared)
 
 
 _PARTIAL_HINT = ('to load only what fits, use dat.models.checkpoint.load_weights(model, '
@@ -296,11 +298,12 @@ def check_incoming(module: nn.Module, state: Dict[str, torch.Tensor], prefix: st
                    what: str) -> None:
     """For a module's ``_load_from_state_dict``: adapt ``state`` (see
     :func:`fit_state_dict`) and, unless in :func:`partial_load`, raise a
-    :class:`CheckpointError` that names the keys that do not fit. mmengine's loaders load
-    with ``strict=False`` and only log; this makes them refuse a wrong checkpoint."""
+    :class:`CheckpointError` that names the keys that do not fit exactly. mmengine's
+    loaders load with ``strict=False`` and only log; this makes them refuse a wrong
+    checkpoint."""
     fit = fit_state_dict(module, state, prefix)
-    if not fit.exact and not _PARTIAL.get():
-        raise CheckpointError(f'the weights do not fit the {what}: {describe_misfit(fit)}; '
+    if fit.problems() and not _PARTIAL.get():
+        raise CheckpointError(f'the weights do not fit the {what}: {fit.describe()}; '
                               f'{_PARTIAL_HINT}')
 
 
@@ -313,6 +316,7 @@ def load_weights(model: nn.Module,
                  source: Union[str, os.PathLike, Mapping[str, torch.Tensor]],
                  prefix: Optional[str] = None,
                  strict: bool = True,
+                 pretrained: bool = False,
                  what: Optional[str] = None,
                  logger: Optional[str] = 'current') -> LoadReport:
     """Load a checkpoint file (or a state dict) into ``model``.
@@ -320,12 +324,15 @@ def load_weights(model: nn.Module,
     Args:
         model (nn.Module): The model.
         source (str | dict): A checkpoint path (read by :func:`read_checkpoint`) or a
-            state dict.
+            checkpoint / state dict.
         prefix (str, optional): Stripped from the keys (see :func:`strip_prefix`),
             e.g. ``'backbone.'`` to load a classifier's backbone into a backbone.
-        strict (bool): Refuse a checkpoint with missing, unexpected or mis-shaped keys
-            (other than optional ones, which are logged as skipped). With False, load
-            the keys that fit and log the others. Default: True.
+        strict (bool): Refuse a checkpoint with missing, unexpected or mis-shaped keys.
+            With False, load the keys that fit and log the others. Default: True.
+        pretrained (bool): Initialising from a checkpoint made for another task: keys that
+            modules declare optional (``optional_state_keys``: the DAT output norms) may
+            be missing or extra, and are logged as skipped. Default: False (inference,
+            fine-tuning, resuming: every key must fit).
         what (str, optional): The model's name in messages. Default: its class name.
         logger (str, optional): mmengine logger for what was loaded and skipped; None
             logs nothing.
@@ -340,23 +347,24 @@ def load_weights(model: nn.Module,
     else:
         state = read_state_dict(source, prefix)[0]
     fit = fit_state_dict(model, state)
-    if strict and not fit.exact:
-        raise CheckpointError(f'{name} does not fit the {what}: {describe_misfit(fit)}; '
+    if strict and fit.problems(pretrained):
+        raise CheckpointError(f'{name} does not fit the {what}: {fit.describe(pretrained)}; '
                               f'{_PARTIAL_HINT}')
-    wrong = {entry.split(' ', 1)[0] for entry in fit.wrong_shape}
+    wrong = [entry.split(' ', 1)[0] for entry in fit.wrong_shape]
     state = {k: v for k, v in state.items() if k not in wrong}
     with partial_load():
         model.load_state_dict(state, strict=False)
-    skipped_in = set(fit.unexpected + fit.optional_unexpected)
-    report = LoadReport(sum(k not in skipped_in for k in state), fit)
+    report = LoadReport(sum(k not in fit.unexpected for k in state), fit)
     if logger is not None:
         print_log(f'loaded {report.loaded} tensors from {name}', logger=logger)
-        not_loaded = fit.missing + fit.optional_missing + sorted(wrong)
-        if not_loaded:
-            print_log('skipped, not in the checkpoint or mis-shaped (kept their initial '
-                      f'values): {", ".join(not_loaded)}', logger=logger)
-        if skipped_in:
-            print_log(f'skipped, not used by this model: {", ".join(sorted(skipped_in))}',
+        if fit.missing:
+            print_log('skipped, not in the checkpoint (kept their initial values): '
+                      f'{", ".join(fit.missing)}', logger=logger)
+        if wrong:
+            print_log(f'skipped, mis-shaped (kept their initial values): {", ".join(wrong)}',
+                      logger=logger)
+        if fit.unexpected:
+            print_log(f'skipped, not used by this model: {", ".join(fit.unexpected)}',
                       logger=logger)
     return report
 

@@ -266,11 +266,12 @@ class DAT(BaseModule):
         if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
             return super().init_weights()
         load_weights(self, cfg['checkpoint'], prefix=cfg.get('prefix'),
-                     strict=cfg.get('strict', True), what=self._description())
+                     strict=cfg.get('strict', True), pretrained=True, what=self._description())
         self._is_init = True
 
-    #: Keys (relative to the backbone) that a checkpoint may lack or carry in excess: the
-    #: output norms, which depend on ``out_indices`` (see :mod:`dat.models.checkpoint`).
+    #: Keys (relative to the backbone) that a pretrained checkpoint may lack or carry in
+    #: excess: the output norms, which depend on ``out_indices`` (see
+    #: :mod:`dat.models.checkpoint`).
     optional_state_keys = r'norm\d+\.'
 
     def _description(self) -> str:
