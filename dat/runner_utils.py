@@ -21,7 +21,9 @@ def setup_cpu_run(cfg: Config) -> None:
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
     if cfg.get('launcher', 'none') == 'none':
         return
-    wrapper = dict(type='MMDistributedDataParallel', broadcast_buffers=False,
+    # mmengine's default wrapper, with torch >= 2.13's name for not syncing buffers at every
+    # forward (`broadcast_buffers` is deprecated and warns on every process).
+    wrapper = dict(type='MMDistributedDataParallel', forward_sync_buffers=False,
                    find_unused_parameters=cfg.get('find_unused_parameters', False))
     wrapper.update(cfg.get('model_wrapper_cfg') or {}, device_ids=None)
     cfg.model_wrapper_cfg = wrapper

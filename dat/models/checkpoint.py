@@ -64,6 +64,10 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read, is refused, or does not fit a model."""
 
 
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No file at the checkpoint's path (a ``FileNotFoundError`` too, as mmengine's)."""
+
+
 def _history_buffer_method(owner: Any, name: str) -> Any:
     """Stands in for ``builtins.getattr`` in a pickle, where mmengine's ``HistoryBuffer``
     stores its statistics methods by reference (``getattr(HistoryBuffer, 'mean')``): those
@@ -131,7 +135,7 @@ def read_checkpoint(path: Union[str, os.PathLike], map_location: Any = 'cpu',
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return CheckpointLoader.load_checkpoint(path, map_location)
     if not osp.isfile(path):
-        raise CheckpointError(f'{path}: no such checkpoint file')
+        raise CheckpointNotFoundError(f'{path}: no such checkpoint file')
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True,
@@ -348,8 +352,8 @@ def load_weights(model: nn.Module,
         state = read_state_dict(source, prefix)[0]
     fit = fit_state_dict(model, state)
     if strict and fit.problems(pretrained):
-        raise CheckpointError(f'{name} does not fit the {what}: {fit.describe(pretrained)}; '
-                              f'{_PARTIAL_HINT}')
+        raise CheckpointError(f'{name} (prefix {prefix or ""!r}) does not fit the {what}: '
+                              f'{fit.describe(pretrained)}; {_PARTIAL_HINT}')
     wrong = [entry.split(' ', 1)[0] for entry in fit.wrong_shape]
     state = {k: v for k, v in state.items() if k not in wrong}
     with partial_load():

@@ -76,6 +76,13 @@ class OffsetNetwork(nn.Sequential):
         self.act = nn.GELU()
         self.proj = nn.Conv2d(channels, 2, 1, bias=False)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm(self.dwconv(x)))
+        # LayerNorm2d leaves a channels-last layout; the 1x1 conv's weight gradient would
+        # follow it (strides (C, 1, C, C) for a (2, C, 1, 1) weight) and DDP would copy it
+        # into its bucket at every step ("grad strides do not match bucket view strides").
+        return self.proj(x.contiguous())
+
 
 class DeformableAttention(nn.Module):
     """Deformable multi-head attention over a (B, H, W, C) feature map.
