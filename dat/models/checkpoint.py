@@ -68,13 +68,16 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """No file at the checkpoint's path (a ``FileNotFoundError`` too, as mmengine's)."""
 
 
+_NOT_ALLOWED = 'is not allowed in a checkpoint'
+
+
 def _history_buffer_method(owner: Any, name: str) -> Any:
     """Stands in for ``builtins.getattr`` in a pickle, where mmengine's ``HistoryBuffer``
     stores its statistics methods by reference (``getattr(HistoryBuffer, 'mean')``): those
     four and nothing else."""
     if owner is HistoryBuffer and name in ('min', 'max', 'current', 'mean'):
         return getattr(HistoryBuffer, name)
-    raise pickle.UnpicklingError(f'getattr({owner!r}, {name!r}) is not allowed')
+    raise pickle.UnpicklingError(f'getattr({owner!r}, {name!r}) {_NOT_ALLOWED}')
 
 
 def _numpy_globals() -> List:
@@ -146,9 +149,9 @@ def read_checkpoint(path: Union[str, os.PathLike], map_location: Any = 'cpu',
             need = (f'its pickle needs {", ".join(refused)}, which '
                     f'{"is" if len(refused) == 1 else "are"} not among the types a checkpoint '
                     'may hold here (tensors, numbers, containers, mmengine and numpy records)')
-        elif 'add_safe_globals' in str(err):  # e.g. an object of an allowed name misused
+        elif 'add_safe_globals' in str(err) or _NOT_ALLOWED in str(err):
             need = f'its pickle does what a checkpoint may not do here: {_first_line(err)}'
-        if refused or 'add_safe_globals' in str(err):
+        if refused or 'add_safe_globals' in str(err) or _NOT_ALLOWED in str(err):
             raise CheckpointError(
                 f'{path}: refused: {need}; loading it could run code from the file. If you '
                 'trust it fully, convert it where running its code can do no harm: '
