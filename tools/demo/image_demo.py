@@ -11,7 +11,7 @@
 
 The task comes from the config's ``default_scope``; a name that is not a file is looked up
 in mmpretrain's model index (``mmpretrain.list_models('dat*')``). Without a checkpoint the
-model keeps random weights, which is enough to try the pipeline.
+model keeps random weights (seed 0), which is enough to try the pipeline.
 """
 import argparse
 import os.path as osp
@@ -137,7 +137,7 @@ def segment(args, cfg, checkpoint):
     ids, counts = np.unique(labels, return_counts=True)
     order = np.argsort(-counts, kind='stable')
     share = ', '.join(
-        f'{classes[ids[i]] if ids[i] < len(classes) else "?"} ({ids[i]}): '
+        f'{str(classes[ids[i]]).strip() if ids[i] < len(classes) else "?"} ({ids[i]}): '
         f'{counts[i] / labels.size:.1%}' for i in order)
     print(f'predicted classes (share of pixels): {share}')
     if args.out_file:
@@ -158,7 +158,9 @@ def main():
     if checkpoint is not None:
         check_checkpoint(checkpoint)
     else:
-        print('no checkpoint given: the model has random weights')
+        print('no checkpoint given: the model has random weights (seed 0)')
+        import torch
+        torch.manual_seed(0)
     runners = dict(mmpretrain=classify, mmdet=detect, mmseg=segment)
     if task not in runners:
         fail(f'{args.config} has default_scope={task!r}; expected one of {sorted(runners)}')
