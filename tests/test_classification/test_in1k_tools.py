@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from dat.models.checkpoint import read_checkpoint
+
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = ('stripes_0', 'stripes_45', 'stripes_90', 'stripes_135', 'checkerboard', 'dots')
 
@@ -104,7 +106,7 @@ def test_dist_train_writes_checkpoints_and_logs(trained):
     # 24 images, 2 processes x batch 4: 3 iterations, each logged
     assert [e['iter'] for e in entries] == [1, 2, 3]
     assert all(np.isfinite(e['loss']) and e['loss'] > 0 for e in entries)
-    checkpoint = torch.load(work_dir / 'epoch_1.pth', map_location='cpu', weights_only=False)
+    checkpoint = read_checkpoint(work_dir / 'epoch_1.pth')
     assert checkpoint['meta']['epoch'] == 1 and checkpoint['meta']['iter'] == 3
     assert any(k.endswith('attn.rpe_table') for k in checkpoint['state_dict'])
 
@@ -118,14 +120,14 @@ def test_resume_continues_with_the_same_state(trained):
                       "custom_imports = dict(imports=['dat.adapters.mmpretrain', "
                       "'resume_probe'], allow_failed_imports=False)\n"
                       f"custom_hooks = [dict(type='ResumeProbe', out='{probe_out}')]\n")
-    saved = torch.load(work_dir / 'epoch_1.pth', map_location='cpu', weights_only=False)
+    saved = read_checkpoint(work_dir / 'epoch_1.pth')
     result = run(['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir', str(work_dir),
                   '--resume', '--cfg-options', 'train_cfg.max_epochs=2'],
                  env={'PORT': str(free_port()),
                       'PYTHONPATH': f'{REPO}{os.pathsep}{root}'})
     assert 'resumed epoch: 1, iter: 3' in result.stdout + result.stderr
 
-    state = torch.load(probe_out, map_location='cpu', weights_only=False)
+    state = torch.load(probe_out, map_location='cpu', weights_only=False)  # the probe's own file
     assert (state['epoch'], state['iter']) == (1, 3)
     assert state['schedulers'] == saved['param_schedulers']
     opt, ref = state['optimizer'], saved['optimizer']
@@ -185,7 +187,7 @@ def test_golden_checkpoint_predictions_through_test_py(reference_dir, tmp_path):
     converted = tmp_path / 'golden_mmpretrain.pth'
     run([sys.executable, 'tools/model_converters/dat2mmpretrain.py',
          str(reference_dir / 'golden_mini_dat2022.pth'), str(converted)])
-    meta = torch.load(converted, weights_only=False)['meta']
+    meta = read_checkpoint(converted)['meta']
 
     images = tmp_path / 'data' / 'images'
     images.mkdir(parents=True)
