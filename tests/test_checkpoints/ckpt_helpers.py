@@ -7,27 +7,16 @@ import textwrap
 from pathlib import Path
 
 import torch
+from mini_configs import TINY_CLASSIFIER_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
 
-# A scaled-down DAT with L, S and D blocks: a classifier config for the tools.
+# The scaled-down DAT of TINY_CLASSIFIER_CONFIG, and that classifier with a test set for
+# tools/test.py (which refuses a bad checkpoint before it looks at the data).
 ARCH = dict(embed_dims=[16, 32, 64, 64], depths=[1, 1, 2, 2], num_heads=[1, 2, 4, 4],
             groups=[-1, -1, 2, 2], block_types=['L', 'S', 'LD', 'LD'])
-CLS_CONFIG = f"""
-default_scope = 'mmpretrain'
-custom_imports = dict(imports=['dat.adapters.mmpretrain'], allow_failed_imports=False)
-model = dict(
-    type='ImageClassifier',
-    backbone=dict(type='DAT', arch={ARCH!r}, img_size=64, window_size=[4, 4, 4, 2],
-                  out_indices=(3, )),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(type='LinearClsHead', num_classes=8, in_channels=64))
-data_preprocessor = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
-                         to_rgb=True)
-test_pipeline = [dict(type='LoadImageFromFile'), dict(type='ResizeEdge', scale=64, edge='short'),
-                 dict(type='CenterCrop', crop_size=64), dict(type='PackInputs')]
-test_dataloader = dict(batch_size=1, dataset=dict(type='CustomDataset', data_root='nowhere',
-                                                   pipeline=test_pipeline),
+CLS_CONFIG = TINY_CLASSIFIER_CONFIG + """
+test_dataloader = dict(batch_size=1, dataset=dict(data_root='nowhere'),
                        sampler=dict(type='DefaultSampler', shuffle=False))
 test_evaluator = dict(type='Accuracy')
 test_cfg = dict()

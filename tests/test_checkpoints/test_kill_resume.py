@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 from ckpt_helpers import REPO, dedent, run
+from mini_configs import TINY_TRAIN_CONFIG
 
 from dat.models.checkpoint import read_checkpoint
 
@@ -54,27 +55,18 @@ class SlowAtomicLocalBackend(AtomicLocalBackend):
 register_backend('slow_atomic_local', SlowAtomicLocalBackend, force=True)
 '''
 
+# TINY_TRAIN_CONFIG, iteration-based, a checkpoint after every iteration, written slowly.
 CONFIG = '''
-_base_ = ['{repo}/configs/dat/dat-mini_1xb32_shapes.py']
+_base_ = ['./tiny.py']
 custom_imports = dict(imports=['dat.adapters.mmpretrain', 'slow_backend'],
                       allow_failed_imports=False)
-model = dict(
-    backbone=dict(
-        arch=dict(embed_dims=[16, 32, 64, 64], depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 4],
-                  groups=[-1, -1, 2, 2], block_types=['LS', 'LS', 'LD', 'LD']),
-        img_size=32, window_size=[4, 4, 2, 1], drop_path_rate=0.0),
-    head=dict(in_channels=64))
-pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
-train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root='{data}', pipeline=pipeline),
-                        sampler=dict(type='DefaultSampler', shuffle=True))
+train_dataloader = dict(sampler=dict(type='DefaultSampler', shuffle=True))
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters={max_iters})
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=4, end={max_iters}),
 ]
 default_hooks = dict(
-    logger=dict(interval=1),
     checkpoint=dict(interval=1, by_epoch=False, max_keep_ckpts=3,
                     backend_args=dict(backend='slow_atomic_local')))
 randomness = dict(seed=0, deterministic=True)
@@ -184,8 +176,8 @@ def setup(tmp_path_factory):
                   '--train', '4', '--val', '1', '--size', '32'])
     assert result.returncode == 0, result.stderr
     (root / 'slow_backend.py').write_text(SLOW_BACKEND)
-    config = dedent(CONFIG).format(repo=REPO, data=data, max_iters=MAX_ITERS)
-    (root / 'kill.py').write_text(config)
+    (root / 'tiny.py').write_text(TINY_TRAIN_CONFIG.format(repo=REPO, data=data))
+    (root / 'kill.py').write_text(dedent(CONFIG).format(max_iters=MAX_ITERS))
     return root
 
 
@@ -272,4 +264,4 @@ def test_truncated_latest_checkpoint_resumes_from_the_previous_one(killed):
                        'end: an interrupted write or copy?); trying the next newest checkpoint']
     assert f'resuming from {work_dir}/iter_{start_step}.pth' in output
     assert re.search(rf'resumed epoch: \d+, iter: {start_step}\n', output)
-    assert read_checkpoint(latest)['meta']['iter'] == int(latest.stem.split('_')[1])
+    assert_consistent(work_dir)  # the damaged file was written again (and rotated out)
