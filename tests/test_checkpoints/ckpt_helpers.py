@@ -16,8 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 ARCH = dict(embed_dims=[16, 32, 64, 64], depths=[1, 1, 2, 2], num_heads=[1, 2, 4, 4],
             groups=[-1, -1, 2, 2], block_types=['L', 'S', 'LD', 'LD'])
 CLS_CONFIG = TINY_CLASSIFIER_CONFIG + """
-test_dataloader = dict(batch_size=1, dataset=dict(data_root='nowhere'),
-                       sampler=dict(type='DefaultSampler', shuffle=False))
+test_dataloader = dict(batch_size=1, sampler=dict(type='DefaultSampler', shuffle=False),
+                       dataset=dict(type='CustomDataset', data_root='nowhere',
+                                    pipeline=test_pipeline))
 test_evaluator = dict(type='Accuracy')
 test_cfg = dict()
 """
