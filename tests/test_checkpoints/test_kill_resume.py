@@ -28,7 +28,7 @@ from mini_configs import TINY_TRAIN_CONFIG
 
 from dat.models.checkpoint import read_checkpoint
 
-MAX_ITERS = 12
+MAX_ITERS = 20  # more than the kills can get through: each run is killed before the end
 WRITE_SECONDS = 0.5  # how long a slowed checkpoint write takes
 KILLS = ['write', 'train', 'write', 'start', 'train', 'write', 'train', 'write', 'start',
          'train']
@@ -206,10 +206,10 @@ def killed(setup):
         elif kind == 'train':  # training: after a new checkpoint, at a random moment
             hit = wait_for(lambda: named_step(work_dir) not in (None, start_step),
                            trainer.proc)
-            time.sleep(rng.uniform(0.0, 1.5))
+            time.sleep(rng.uniform(0.0, 1.0))
         else:  # start-up: imports, process group, resume
             hit = True
-            time.sleep(rng.uniform(1.0, 5.0))
+            time.sleep(rng.uniform(1.0, 4.0))
         assert hit and trainer.proc.poll() is None, f'{kind}: the run ended before the kill'
         kill_tree(trainer.proc)
         inside_write = any(work_dir.glob('*.pth.tmp'))
