@@ -70,11 +70,11 @@ def test_config_cli_with_profile(repo_root):
 
 def test_cpu_defaults_and_each_line_printed_when_measured(bench, capsys, monkeypatch):
     """On the CPU the defaults are fp32 (bf16 autocast is several times slower there), batch
-    4 and 3 timed iterations after 1 untimed one, so that the README's command (DAT-T at
+    16 and 10 timed iterations after 2 untimed ones, so that the README's command (DAT-T at
     224, train then inference) takes about a minute on 2 cores; each JSON line is printed
     as soon as its measurement is done. Counted here in iterations and precision."""
     args = bench.parse_args(['--device', 'cpu'])
-    assert (args.amp, args.batch_size, args.iters, args.warmup) == ('none', 4, 3, 1)
+    assert (args.amp, args.batch_size, args.iters, args.warmup) == ('none', 16, 10, 2)
     assert (args.arch, args.img_size, args.mode) == ('tiny', (224, 224), 'all')
 
     steps = []
@@ -94,9 +94,9 @@ def test_cpu_defaults_and_each_line_printed_when_measured(bench, capsys, monkeyp
 
     monkeypatch.setattr(bench.Runner, 'step', counted)
     monkeypatch.setattr(bench, 'measure', measure_after_printing)
-    bench.main(['--device', 'cpu', '--img-size', '64'])  # smaller images, same defaults
-    assert steps == [('train', 'none', torch.float32, 4)] * 4 + \
-        [('inference', 'none', torch.float32, 4)] * 4
+    bench.main(['--device', 'cpu', '--img-size', '32'])  # small images, the same defaults
+    assert steps == [('train', 'none', torch.float32, 16)] * 12 + \
+        [('inference', 'none', torch.float32, 16)] * 12
     (record, ) = json_lines(capsys.readouterr().out)
     assert (record['mode'], record['amp'], record['iters'], record['warmup'],
-            record['batch_size']) == ('inference', 'none', 3, 1, 4)
+            record['batch_size']) == ('inference', 'none', 10, 2, 16)

@@ -18,7 +18,7 @@ linear 1000-class head; ``--compare swin`` builds timm's ``swin_{arch}_patch4_wi
 (random weights, same ``--img-size`` and stochastic depth).
 
 Defaults: on CUDA, batch 128, bf16 autocast, 20 timed iterations after 5 untimed ones; on
-the CPU, batch 4, fp32, 3 after 1, so that ``--arch tiny`` with the defaults (train, then
+the CPU, batch 16, fp32, 10 after 2, so that ``--arch tiny`` with the defaults (train, then
 inference) takes about a minute on 2 cores.
 
 Each measurement prints one JSON line on stdout as soon as it is measured. ``peak_mem_gib`` is
@@ -53,7 +53,7 @@ AMP_DTYPES = dict(bf16=torch.bfloat16, fp16=torch.float16, none=None)
 #: Defaults by device. On the CPU: fp32 and a few small iterations, so that the DAT-T run
 #: with the defaults (train, then inference) takes about a minute on 2 cores.
 DEFAULTS = dict(cuda=dict(batch_size=128, amp='bf16', iters=20, warmup=5),
-                cpu=dict(batch_size=4, amp='none', iters=3, warmup=1))
+                cpu=dict(batch_size=16, amp='none', iters=10, warmup=2))
 
 
 def parse_args(argv=None):
@@ -65,7 +65,7 @@ def parse_args(argv=None):
                        help='DAT size with a linear head (default: tiny)')
     model.add_argument('--config', help='build the model of this config instead')
     parser.add_argument('--batch-size', type=int, default=None,
-                        help='default: 128 on CUDA, 4 on the CPU')
+                        help='default: 128 on CUDA, 16 on the CPU')
     parser.add_argument('--img-size', type=int, nargs='+', default=[224],
                         help='input size: H W, or one number for a square (default: 224)')
     parser.add_argument('--amp', choices=tuple(AMP_DTYPES), default=None,
@@ -79,9 +79,9 @@ def parse_args(argv=None):
                         help="also measure timm's Swin of the same size")
     parser.add_argument('--mode', choices=('train', 'inference', 'all'), default='all')
     parser.add_argument('--iters', type=int, default=None,
-                        help='timed iterations (default: 20 on CUDA, 3 on the CPU)')
+                        help='timed iterations (default: 20 on CUDA, 10 on the CPU)')
     parser.add_argument('--warmup', type=int, default=None,
-                        help='untimed iterations first (default: 5 on CUDA, 1 on the CPU)')
+                        help='untimed iterations first (default: 5 on CUDA, 2 on the CPU)')
     parser.add_argument('--device', default=None,
                         help='cuda, cuda:1, cpu, ... (default: cuda if available)')
     parser.add_argument('--profile', action='store_true',
