@@ -1,6 +1,14 @@
 """DAT: Vision Transformer with Deformable Attention, as an OpenMMLab-style toolbox."""
-from .scope import register_config_scope
-from .version import __version__
+import warnings
+
+# mmengine 0.10.7 (pinned) resolves `mmpretrain::` / `mmdet::` / `mmseg::` config paths with
+# `mmengine.utils.is_installed`, which imports and reloads `pkg_resources`; setuptools >= 80.9
+# then warns twice per command that pkg_resources is deprecated. Silence exactly that warning.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated as an API',
+                        category=UserWarning)
+
+from .scope import register_config_scope  # noqa: E402
+from .version import __version__  # noqa: E402
 
 register_config_scope()
 

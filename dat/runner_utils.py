@@ -6,13 +6,6 @@ import torch
 from mmengine.config import Config
 
 
-def allow_runner_checkpoints() -> None:
-    """Let torch >= 2.6 load Runner checkpoints, which hold mmengine's HistoryBuffer and
-    numpy objects that ``torch.load(weights_only=True)`` refuses. Load only checkpoints
-    that you trust: this unpickles them fully, as torch < 2.6 did."""
-    os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
-
-
 def setup_cpu_run(cfg: Config) -> None:
     """Without CUDA, adapt ``cfg`` for the CPU and start the process group of a distributed run.
 
@@ -32,7 +25,9 @@ def setup_cpu_run(cfg: Config) -> None:
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
     if cfg.get('launcher', 'none') == 'none':
         return
-    wrapper = dict(type='MMDistributedDataParallel', broadcast_buffers=False,
+    # mmengine's default wrapper, with torch >= 2.13's name for not syncing buffers at every
+    # forward (`broadcast_buffers` is deprecated and warns on every process).
+    wrapper = dict(type='MMDistributedDataParallel', forward_sync_buffers=False,
                    find_unused_parameters=cfg.get('find_unused_parameters', False))
     wrapper.update(cfg.get('model_wrapper_cfg') or {}, device_ids=None)
     cfg.model_wrapper_cfg = wrapper

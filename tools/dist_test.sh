@@ -9,6 +9,9 @@ NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 
+# A missing or unreadable input is one line here, not one per process plus the launcher's report.
+PYTHONPATH="$(dirname $0)/..":$PYTHONPATH python -m dat.cli "$CONFIG" "$CHECKPOINT" || exit 1
+
 PYTHONPATH="$(dirname $0)/..":$PYTHONPATH \
 python -m torch.distributed.run \
     --nnodes=$NNODES \

@@ -8,6 +8,12 @@ NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 
+# A missing config is one line here, not one per process plus the launcher's report.
+if [ ! -f "$CONFIG" ]; then
+    echo "error: no such config: $CONFIG" >&2
+    exit 1
+fi
+
 PYTHONPATH="$(dirname $0)/..":$PYTHONPATH \
 python -m torch.distributed.run \
     --nnodes=$NNODES \

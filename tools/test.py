@@ -7,16 +7,16 @@
 import argparse
 import os
 import os.path as osp
-import sys
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.evaluator import DumpResults
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import Runner
 
-from dat.runner_utils import allow_runner_checkpoints, finish_distributed, setup_cpu_run
-
-allow_runner_checkpoints()
+from dat.cli import check_checkpoint, fail, load_config, one_line_errors
+from dat.models.checkpoint import fit_state_dict, read_state_dict
+from dat.runner_utils import finish_distributed, setup_cpu_run
 
 
 def parse_args():
@@ -43,14 +43,23 @@ def parse_args():
     return args
 
 
+def check_fit(runner: Runner, checkpoint: str, config: str):
+    """Fail, naming the first keys, unless ``checkpoint`` fits the whole model (mmengine
+    loads ``load_from`` with ``strict=False``, which would test a partly random model)."""
+    model = runner.model
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        model = model.module
+    fit = fit_state_dict(model, read_state_dict(checkpoint, mmap=True)[0])
+    if fit.problems():
+        fail(f'{checkpoint} does not fit the model of {config}: {fit.describe()}')
+
+
+@one_line_errors
 def main():
     args = parse_args()
-    if not osp.isfile(args.checkpoint):
-        sys.exit(f'error: no such checkpoint: {args.checkpoint}')
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config, args.cfg_options)
+    check_checkpoint(args.checkpoint)
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
@@ -63,12 +72,13 @@ def main():
             torch.set_autocast_dtype('cuda', torch.bfloat16)
     if args.tta:
         if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
-            sys.exit(f'error: --tta needs tta_model and tta_pipeline in {args.config}')
+            fail(f'--tta needs tta_model and tta_pipeline in {args.config}')
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
     setup_cpu_run(cfg)
     runner = Runner.from_cfg(cfg)
+    check_fit(runner, args.checkpoint, args.config)
     if args.out:
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     metrics = runner.test()

@@ -9,13 +9,15 @@ Without a GPU it runs on the CPU, and distributed runs use the gloo backend.
 import argparse
 import os
 import os.path as osp
+import sys
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from dat.runner_utils import allow_runner_checkpoints, finish_distributed, setup_cpu_run
-
-allow_runner_checkpoints()
+from dat.cli import check_checkpoint, fail, load_config, one_line_errors
+from dat.engine import find_resumable_checkpoint
+from dat.models.checkpoint import CheckpointError
+from dat.runner_utils import finish_distributed, setup_cpu_run
 
 
 def parse_args():
@@ -25,7 +27,7 @@ def parse_args():
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
         help='resume from a checkpoint; with no value, from the latest checkpoint in the '
-        'work dir, if there is one')
+        'work dir, if there is one (if it cannot be read, from the newest one that can)')
     parser.add_argument('--amp', nargs='?', const='fp16', choices=('fp16', 'bf16'),
                         help='mixed precision training (AmpOptimWrapper): fp16 autocast with '
                         'dynamic loss scaling (--amp alone), or bf16 autocast (--amp bf16)')
@@ -65,8 +67,12 @@ def merge_args(cfg: Config, args) -> Config:
             cfg.optim_wrapper.dtype = 'bfloat16'
     if args.resume == 'auto':
         cfg.resume = True
-        cfg.load_from = None
+        try:
+            cfg.load_from = find_resumable_checkpoint(cfg.work_dir, warn=rank0_print)
+        except CheckpointError as err:
+            fail(str(err))
     elif args.resume is not None:
+        check_checkpoint(args.resume)
         cfg.resume = True
         cfg.load_from = args.resume
     if args.no_validate:
@@ -87,9 +93,15 @@ def merge_args(cfg: Config, args) -> Config:
     return cfg
 
 
+def rank0_print(message: str):
+    if os.environ.get('RANK', '0') == '0':
+        print(message, file=sys.stderr, flush=True)
+
+
+@one_line_errors
 def main():
     args = parse_args()
-    cfg = merge_args(Config.fromfile(args.config), args)
+    cfg = merge_args(load_config(args.config), args)
     runner = Runner.from_cfg(cfg)
     runner.train()
     finish_distributed()

@@ -4,3 +4,6 @@ Each task's configs import the one they need through ``custom_imports``:
 ``dat.adapters.mmpretrain``, ``dat.adapters.mmdet`` or ``dat.adapters.mmseg``.
 The backbone itself (``dat.models``) needs none of these libraries.
 """
+
+# The checkpoint hook of the DAT configs (AtomicCheckpointHook), registered with mmengine.
+import dat.engine  # noqa: F401,E402

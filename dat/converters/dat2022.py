@@ -14,8 +14,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from .renames import (ConversionError, Rule, apply_rules, compile_rules, convert_state, need,
-                      read_stage, squeeze_1x1, state_dict_of)
+from .renames import (Rule, apply_rules, compile_rules, convert_state, need, read_stage,
+                      squeeze_1x1, state_dict_of)
 
 Tensor = torch.Tensor
 

@@ -118,9 +118,3 @@ def need(state: Dict[str, Tensor], key: str, layout: str) -> Tensor:
     if key not in state:
         raise ConversionError(f'the {layout} checkpoint has no key {key!r}')
     return state[key]
-
-
-def read_checkpoint(path: str) -> dict:
-    """The one place where the converters read a source file (tensors and plain containers
-    only: no pickled code runs)."""
-    return torch.load(path, map_location='cpu', weights_only=True)

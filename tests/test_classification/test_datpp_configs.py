@@ -59,9 +59,10 @@ def test_recipe(name):
 
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_build_count_and_train_step(name, tmp_path, load_tool):
-    import dat.adapters.mmpretrain  # noqa: F401
     from mmpretrain.registry import MODELS
     from mmpretrain.structures import DataSample
+
+    import dat.adapters.mmpretrain  # noqa: F401
 
     init_default_scope('mmpretrain')
     args = Namespace(launcher='none', cfg_options=None, work_dir=str(tmp_path), amp=False,

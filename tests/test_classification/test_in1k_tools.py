@@ -13,29 +13,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from mini_configs import TINY_TRAIN_CONFIG
+
+from dat.models.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = ('stripes_0', 'stripes_45', 'stripes_90', 'stripes_135', 'checkerboard', 'dots')
-
-# A 4-stage DAT with L, S and D blocks, small enough to train a few iterations on the CPU.
-TINY_CONFIG = """
-_base_ = ['{repo}/configs/dat/dat-mini_1xb32_shapes.py']
-model = dict(
-    backbone=dict(
-        arch=dict(embed_dims=[16, 32, 64, 64], depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 4],
-                  groups=[-1, -1, 2, 2], block_types=['LS', 'LS', 'LD', 'LD']),
-        img_size=32, window_size=[4, 4, 2, 1], drop_path_rate=0.0),
-    head=dict(in_channels=64))
-pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
-train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root='{data}', pipeline=pipeline))
-val_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root='{data}', pipeline=pipeline))
-test_dataloader = val_dataloader
-train_cfg = dict(max_epochs=1, val_interval=1)
-default_hooks = dict(logger=dict(interval=1),
-                     checkpoint=dict(interval=1, max_keep_ckpts=-1))
-"""
 
 # Records the state the runner holds after resuming, just before the first iteration.
 PROBE = """
@@ -88,7 +71,7 @@ def trained(tmp_path_factory):
     run([sys.executable, 'tools/dataset_converters/make_shapes_dataset.py', str(data),
          '--train', '4', '--val', '2', '--size', '32'])
     config = root / 'tiny.py'
-    config.write_text(TINY_CONFIG.format(repo=REPO, data=data))
+    config.write_text(TINY_TRAIN_CONFIG.format(repo=REPO, data=data))
     work_dir = root / 'work_dirs' / 'tiny'
     result = run(['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir', str(work_dir)],
                  env={'PORT': str(free_port())})
@@ -104,7 +87,7 @@ def test_dist_train_writes_checkpoints_and_logs(trained):
     # 24 images, 2 processes x batch 4: 3 iterations, each logged
     assert [e['iter'] for e in entries] == [1, 2, 3]
     assert all(np.isfinite(e['loss']) and e['loss'] > 0 for e in entries)
-    checkpoint = torch.load(work_dir / 'epoch_1.pth', map_location='cpu', weights_only=False)
+    checkpoint = read_checkpoint(work_dir / 'epoch_1.pth')
     assert checkpoint['meta']['epoch'] == 1 and checkpoint['meta']['iter'] == 3
     assert any(k.endswith('attn.rpe_table') for k in checkpoint['state_dict'])
 
@@ -118,14 +101,14 @@ def test_resume_continues_with_the_same_state(trained):
                       "custom_imports = dict(imports=['dat.adapters.mmpretrain', "
                       "'resume_probe'], allow_failed_imports=False)\n"
                       f"custom_hooks = [dict(type='ResumeProbe', out='{probe_out}')]\n")
-    saved = torch.load(work_dir / 'epoch_1.pth', map_location='cpu', weights_only=False)
+    saved = read_checkpoint(work_dir / 'epoch_1.pth')
     result = run(['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir', str(work_dir),
                   '--resume', '--cfg-options', 'train_cfg.max_epochs=2'],
                  env={'PORT': str(free_port()),
                       'PYTHONPATH': f'{REPO}{os.pathsep}{root}'})
     assert 'resumed epoch: 1, iter: 3' in result.stdout + result.stderr
 
-    state = torch.load(probe_out, map_location='cpu', weights_only=False)
+    state = torch.load(probe_out, map_location='cpu', weights_only=False)  # the probe's own file
     assert (state['epoch'], state['iter']) == (1, 3)
     assert state['schedulers'] == saved['param_schedulers']
     opt, ref = state['optimizer'], saved['optimizer']
@@ -185,7 +168,7 @@ def test_golden_checkpoint_predictions_through_test_py(reference_dir, tmp_path):
     converted = tmp_path / 'golden_mmpretrain.pth'
     run([sys.executable, 'tools/model_converters/dat2mmpretrain.py',
          str(reference_dir / 'golden_mini_dat2022.pth'), str(converted)])
-    meta = torch.load(converted, weights_only=False)['meta']
+    meta = read_checkpoint(converted)['meta']
 
     images = tmp_path / 'data' / 'images'
     images.mkdir(parents=True)

@@ -134,7 +134,7 @@ def test_converter_cli(reference_dir, repo_root, tmp_path):
                              'golden_mini_dat2022.pth'), str(dst)],
                             capture_output=True, text=True, check=True)
     assert 'converted' in result.stdout
-    saved = torch.load(dst, weights_only=False)
+    saved = torch.load(dst, weights_only=True)
     assert 'head.fc.weight' in saved['state_dict']
     assert saved['meta']['img_size'] == 64
 

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from det_helpers import MINI_PP_BACKBONE, REPO, detection_configs, make_coco, small_config_text
 from mmengine.config import Config
 from test_det_configs import build_detector, predict
 from test_train import free_port, run
 
 from dat.converters.datpp import convert_datpp_downstream, rename_key
+
+from det_helpers import MINI_PP_BACKBONE, REPO, detection_configs, make_coco, small_config_text
 
 CONFIGS = detection_configs('datpp')
 DIMS = {'tiny': [64, 128, 256, 512], 'small': [96, 192, 384, 768],
@@ -93,9 +94,10 @@ def test_config_follows_the_release(config):
 
 @pytest.mark.parametrize('config', MODELS, ids=lambda c: Path(c).stem)
 def test_released_checkpoint_converts_and_loads_strictly(config, datpp_backbone_layouts):
-    import dat.adapters.mmdet  # noqa: F401
     from mmdet.registry import MODELS as REGISTRY
     from mmengine.registry import init_default_scope
+
+    import dat.adapters.mmdet  # noqa: F401
     init_default_scope('mmdet')
     cfg = Config.fromfile(REPO / config)
     cfg.model.backbone.init_cfg = None
@@ -126,9 +128,10 @@ def test_predict_at_odd_size(config):
 def test_upgrade_tool(tmp_path, datpp_backbone_layouts):
     """The CLI converts a checkpoint and checks it against the config; a checkpoint of
     another model is refused with the keys named."""
-    import dat.adapters.mmdet  # noqa: F401
     from mmdet.registry import MODELS as REGISTRY
     from mmengine.registry import init_default_scope
+
+    import dat.adapters.mmdet  # noqa: F401
     init_default_scope('mmdet')
     config = 'configs/retinanet/retinanet_datpp-tiny_fpn_ms-crop-1x_coco.py'
     cfg = Config.fromfile(REPO / config)

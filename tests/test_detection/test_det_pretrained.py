@@ -125,7 +125,7 @@ def test_detector_resizes_tables_of_a_checkpoint_made_at_another_size(converted,
      ['missing from the checkpoint (', 'stages.2.blocks.2.norm1.weight']),
     # wider last stage: shape mismatches are listed with both shapes
     (dict(embed_dims=[32, 64, 128, 512]),
-     ['shape mismatch', 'stages.3.downsample.proj.weight (256, 128, 2, 2) vs (512, 128, 2, 2)']),
+     ['mis-shaped', 'stages.3.downsample.proj.weight (256, 128, 2, 2) vs (512, 128, 2, 2)']),
     # a shallower stage 3: the checkpoint's extra blocks are named
     (dict(depths=[2, 2, 1, 2], block_types=['LS', 'LS', 'L', 'LD']),
      ['in the checkpoint but not in the model', 'stages.2.blocks.1.norm1.weight']),
@@ -136,7 +136,7 @@ def test_mismatched_checkpoint_names_the_keys(converted, change, named):
                              init_cfg=dict(type='Pretrained', checkpoint=str(path),
                                            prefix='backbone.'))
     before = backbone.patch_embed.proj.weight.clone()
-    with pytest.raises(ValueError, match='does not match this DAT backbone') as error:
+    with pytest.raises(ValueError, match='does not fit the DAT backbone') as error:
         backbone.init_weights()
     for text in named:
         assert text in str(error.value)

@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from dat.models import DAT
-from dat.models.layers import (DeformableAttention, WindowAttention, attention_impl,
+from dat.models.layers import (DeformableAttention, WindowAttention, attention_impl, fast_attention,
                                get_attention_impl, resolve_attention_impl, set_attention_impl)
-from dat.models.layers import fast_attention
 from dat.models.layers.deformable_attention import reference_points
 
 MINI = dict(embed_dims=[16, 32, 64, 64], depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 4],

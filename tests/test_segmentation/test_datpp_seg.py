@@ -13,9 +13,10 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
-from seg_utils import MINI_PP_BACKBONE, make_ade_layout, write_mini_config
 
 from dat.converters.datpp import convert_datpp_downstream, rename_key
+
+from seg_utils import MINI_PP_BACKBONE, make_ade_layout, write_mini_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(str(p.relative_to(REPO)) for folder in ('upernet', 'sem_fpn')
@@ -38,9 +39,10 @@ def arch_of(config):
 
 
 def build(config, device='cpu'):
-    import dat.adapters.mmseg  # noqa: F401
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
+
+    import dat.adapters.mmseg  # noqa: F401
     init_default_scope('mmseg')
     from mmengine.model import revert_sync_batchnorm
     cfg = Config.fromfile(REPO / config)
@@ -73,8 +75,8 @@ def test_config_follows_the_release(config):
         assert optim.optimizer == dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999),
                                        weight_decay=0.01)
         warmup, poly = cfg.param_scheduler
-        assert (warmup.end, warmup.start_factor, poly.power, poly.end) == (1500, 1e-6, 1.0,
-                                                                          160000)
+        assert (warmup.end, warmup.start_factor, poly.power, poly.end) == \
+            (1500, 1e-6, 1.0, 160000)
         assert (cfg.train_dataloader.batch_size, cfg.train_cfg.max_iters) == (2, 160000)
     else:
         assert cfg.model.neck.in_channels == DIMS[arch]

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from dat.models.layers import get_attention_impl
 
@@ -38,7 +39,7 @@ def test_arch_and_compare_swin(bench, capsys):
 
 def test_impl_sdpa_inference_bf16(bench, capsys):
     bench.main(['--arch', 'tiny', '--img-size', '64', '--impl', 'sdpa',
-                    '--mode', 'inference'] + FAST[:-1] + ['bf16'])
+                '--mode', 'inference'] + FAST[:-1] + ['bf16'])
     (record, ) = json_lines(capsys.readouterr().out)
     assert (record['impl'], record['mode'], record['amp']) == ('sdpa', 'inference', 'bf16')
     assert record['img_size'] == [64, 64]
@@ -65,3 +66,37 @@ def test_config_cli_with_profile(repo_root):
     assert record['model'] == 'dat-tiny_8xb128_in1k' and record['mode'] == 'inference'
     assert 'top ops by self_cpu_time_total' in result.stderr
     assert 'aten::' in result.stderr
+
+
+def test_cpu_defaults_and_each_line_printed_when_measured(bench, capsys, monkeypatch):
+    """On the CPU the defaults are fp32 (bf16 autocast is several times slower there), batch
+    16 and 10 timed iterations after 2 untimed ones, so that the README's command (DAT-T at
+    224, train then inference) takes about a minute on 2 cores; each JSON line is printed
+    as soon as its measurement is done. Counted here in iterations and precision."""
+    args = bench.parse_args(['--device', 'cpu'])
+    assert (args.amp, args.batch_size, args.iters, args.warmup) == ('none', 16, 10, 2)
+    assert (args.arch, args.img_size, args.mode) == ('tiny', (224, 224), 'all')
+
+    steps = []
+    step = bench.Runner.step
+
+    def counted(runner):
+        steps.append((runner.mode, runner.args.amp, runner.x.dtype, runner.x.shape[0]))
+        return step(runner)
+
+    measure = bench.measure
+
+    def measure_after_printing(runner, args):
+        if runner.mode == 'inference':  # the training line is out already
+            (line, ) = capsys.readouterr().out.splitlines()
+            assert json.loads(line)['mode'] == 'train'
+        return measure(runner, args)
+
+    monkeypatch.setattr(bench.Runner, 'step', counted)
+    monkeypatch.setattr(bench, 'measure', measure_after_printing)
+    bench.main(['--device', 'cpu', '--img-size', '32'])  # small images, the same defaults
+    assert steps == [('train', 'none', torch.float32, 16)] * 12 + \
+        [('inference', 'none', torch.float32, 16)] * 12
+    (record, ) = json_lines(capsys.readouterr().out)
+    assert (record['mode'], record['amp'], record['iters'], record['warmup'],
+            record['batch_size']) == ('inference', 'none', 10, 2, 16)

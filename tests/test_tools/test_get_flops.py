@@ -40,4 +40,5 @@ def test_cli_prints_counts_and_uncounted_ops(repo_root):
     assert 'input shape: (1, 3, 112, 137)' in result.stdout
     assert 'params: 28,319,138' in result.stdout
     assert 'not counted: ' in result.stdout and 'aten::gelu' in result.stdout
-
+    # no deprecation noise (mmengine imports pkg_resources to resolve `mmpretrain::` bases)
+    assert result.stderr == ''

@@ -6,25 +6,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from mini_configs import TINY_CLASSIFIER_CONFIG
 
 CLASSES = [f'class_{i}' for i in range(7)] + ['zebra']
-CONFIG = """
-default_scope = 'mmpretrain'
-custom_imports = dict(imports=['dat.adapters.mmpretrain'], allow_failed_imports=False)
-model = dict(
-    type='ImageClassifier',
-    backbone=dict(type='DAT', img_size=64, window_size=[4, 4, 4, 2], out_indices=(3, ),
-                  arch=dict(embed_dims=[16, 32, 64, 64], depths=[1, 1, 2, 2],
-                            num_heads=[1, 2, 4, 4], groups=[-1, -1, 2, 2],
-                            block_types=['L', 'S', 'LD', 'LD'])),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(type='LinearClsHead', num_classes=8, in_channels=64))
-data_preprocessor = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
-                         to_rgb=True)
-test_pipeline = [dict(type='LoadImageFromFile'), dict(type='ResizeEdge', scale=64, edge='short'),
-                 dict(type='CenterCrop', crop_size=64), dict(type='PackInputs')]
-test_dataloader = dict(dataset=dict(type='CustomDataset', pipeline=test_pipeline))
-"""
 
 
 @pytest.fixture(scope='module')
@@ -43,7 +27,7 @@ def files(tmp_path_factory):
     from mmpretrain import get_model
 
     root = tmp_path_factory.mktemp('demo')
-    (root / 'mini.py').write_text(CONFIG)
+    (root / 'mini.py').write_text(TINY_CLASSIFIER_CONFIG)
     model = get_model(Config.fromfile(root / 'mini.py'))
     state = model.state_dict()
     # logits = the bias: zebra, then class_6, class_5, ...

@@ -92,7 +92,8 @@ def test_mini_backbone_outputs(tool, mini, tmp_path, capsys):
 
 def test_backbone_checkpoint_must_fit(tool, mini, tmp_path):
     # A classifier checkpoint has only norm3; the dense config wants norm0 .. norm3.
-    with pytest.raises(SystemExit, match=r'does not fit the DAT backbone.*6 missing keys'):
+    with pytest.raises(SystemExit,
+                       match=r'does not fit the DAT backbone.*6 missing from the checkpoint'):
         tool.main([mini['dense'], mini['ckpt'], '--backbone', '--shape', '64', '64',
                    '--out', str(tmp_path / 'x.onnx')])
 

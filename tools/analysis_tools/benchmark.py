@@ -17,7 +17,11 @@ means of the output tensors), backward and an AdamW step. Inference is a forward
 linear 1000-class head; ``--compare swin`` builds timm's ``swin_{arch}_patch4_window7_224``
 (random weights, same ``--img-size`` and stochastic depth).
 
-Each measurement prints one JSON line on stdout. ``peak_mem_gib`` is
+Defaults: on CUDA, batch 128, bf16 autocast, 20 timed iterations after 5 untimed ones; on
+the CPU, batch 16, fp32, 10 after 2, so that ``--arch tiny`` with the defaults (train, then
+inference) takes about a minute on 2 cores.
+
+Each measurement prints one JSON line on stdout as soon as it is measured. ``peak_mem_gib`` is
 ``torch.cuda.max_memory_allocated`` during the timed iterations on CUDA, and null on the
 CPU, where ``rss_peak_gib`` (the process's peak resident memory so far, earlier
 measurements included) is given instead. ``--profile`` prints the top ops by self time
@@ -46,6 +50,10 @@ ARCHS = ('tiny', 'small', 'base')
 #: Stochastic depth of the ImageNet recipes of DAT and Swin, by size.
 DROP_PATH = dict(tiny=0.2, small=0.3, base=0.5)
 AMP_DTYPES = dict(bf16=torch.bfloat16, fp16=torch.float16, none=None)
+#: Defaults by device. On the CPU: fp32 and a few small iterations, so that the DAT-T run
+#: with the defaults (train, then inference) takes about a minute on 2 cores.
+DEFAULTS = dict(cuda=dict(batch_size=128, amp='bf16', iters=20, warmup=5),
+                cpu=dict(batch_size=16, amp='none', iters=10, warmup=2))
 
 
 def parse_args(argv=None):
@@ -56,11 +64,13 @@ def parse_args(argv=None):
     model.add_argument('--arch', choices=ARCHS, default=None,
                        help='DAT size with a linear head (default: tiny)')
     model.add_argument('--config', help='build the model of this config instead')
-    parser.add_argument('--batch-size', type=int, default=128)
+    parser.add_argument('--batch-size', type=int, default=None,
+                        help='default: 128 on CUDA, 16 on the CPU')
     parser.add_argument('--img-size', type=int, nargs='+', default=[224],
                         help='input size: H W, or one number for a square (default: 224)')
-    parser.add_argument('--amp', choices=tuple(AMP_DTYPES), default='bf16',
-                        help='autocast dtype, or none for fp32 (default: bf16)')
+    parser.add_argument('--amp', choices=tuple(AMP_DTYPES), default=None,
+                        help='autocast dtype, or none for fp32 (default: bf16 on CUDA, none '
+                        'on the CPU, where bf16 autocast is several times slower)')
     parser.add_argument('--compile', action='store_true', help='torch.compile the model')
     parser.add_argument('--impl', choices=ATTENTION_IMPLS, default='auto',
                         help="attention implementation of DAT, for layers whose attn_impl is "
@@ -69,8 +79,10 @@ def parse_args(argv=None):
     parser.add_argument('--compare', choices=('swin', ), default=None,
                         help="also measure timm's Swin of the same size")
     parser.add_argument('--mode', choices=('train', 'inference', 'all'), default='all')
-    parser.add_argument('--iters', type=int, default=20, help='timed iterations')
-    parser.add_argument('--warmup', type=int, default=5, help='untimed iterations first')
+    parser.add_argument('--iters', type=int, default=None,
+                        help='timed iterations (default: 20 on CUDA, 10 on the CPU)')
+    parser.add_argument('--warmup', type=int, default=None,
+                        help='untimed iterations first (default: 5 on CUDA, 2 on the CPU)')
     parser.add_argument('--device', default=None,
                         help='cuda, cuda:1, cpu, ... (default: cuda if available)')
     parser.add_argument('--profile', action='store_true',
@@ -84,11 +96,14 @@ def parse_args(argv=None):
         args.arch = 'tiny'
     if args.compare and args.config:
         parser.error('--compare swin needs --arch (the Swin of the same size)')
-    if min(args.batch_size, args.iters) < 1 or args.warmup < 0:
-        parser.error('--batch-size and --iters must be >= 1, --warmup >= 0')
     args.device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if args.device.type == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda but torch.cuda.is_available() is False')
+    for key, value in DEFAULTS['cuda' if args.device.type == 'cuda' else 'cpu'].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if min(args.batch_size, args.iters) < 1 or args.warmup < 0:
+        parser.error('--batch-size and --iters must be >= 1, --warmup >= 0')
     return args
 
 
@@ -105,13 +120,13 @@ class Classifier(nn.Module):
 
 
 def build_from_config(path: str) -> nn.Module:
-    from mmengine.config import Config
-
     from dat.adapters.builder import TensorMode, build_model_from_config
+    from dat.cli import fail, load_config
+
     try:
-        return TensorMode(build_model_from_config(Config.fromfile(path)))
+        return TensorMode(build_model_from_config(load_config(path)))
     except ValueError as err:
-        raise SystemExit(f'{path}: {err}')
+        fail(f'{path}: {err}')
 
 
 def build_models(args) -> List[Tuple[str, str, nn.Module]]:

@@ -14,9 +14,10 @@ from collections import Counter
 import torch
 import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 from dat.adapters.builder import TensorMode, build_model_from_config
+from dat.cli import fail, load_config
 
 
 def parse_args():
@@ -43,16 +44,14 @@ def count(model: nn.Module, shape):
 
 def main():
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     if args.shape is None:
         size = cfg.model.get('backbone', {}).get('img_size', 224)
         shape = (size, size) if isinstance(size, int) else tuple(size)
     elif len(args.shape) in (1, 2):
         shape = tuple(args.shape) * (3 - len(args.shape))
     else:
-        raise SystemExit('--shape takes H W or a single size')
+        fail('--shape takes H W or a single size')
     model = build_model_from_config(cfg)
     with torch.no_grad():
         params, flops, by_operator, skipped = count(model, shape)

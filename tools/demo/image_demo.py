@@ -11,18 +11,14 @@
 
 The task comes from the config's ``default_scope``; a name that is not a file is looked up
 in mmpretrain's model index (``mmpretrain.list_models('dat*')``). Without a checkpoint the
-model keeps random weights, which is enough to try the pipeline.
+model keeps random weights (seed 0), which is enough to try the pipeline.
 """
 import argparse
 import os.path as osp
-import sys
 
 import mmcv
-from mmengine.config import Config
 
-from dat.runner_utils import allow_runner_checkpoints
-
-allow_runner_checkpoints()
+from dat.cli import check_checkpoint, fail, load_config, one_line_errors
 
 
 def parse_args():
@@ -41,30 +37,34 @@ def parse_args():
     return parser.parse_args()
 
 
-def task_of(config: str) -> str:
-    if not osp.isfile(config):
-        return 'mmpretrain'
-    return Config.fromfile(config).get('default_scope', 'mmpretrain')
+def read_config(config: str):
+    """The config, or None for a model name of the model index."""
+    if osp.isfile(config):
+        cfg = load_config(config)
+        # The demo writes its drawing itself: no visualizer backends (which want a save_dir).
+        if cfg.get('visualizer'):
+            cfg.visualizer.vis_backends = None
+        return cfg
+    if config.endswith('.py') or osp.sep in config:
+        fail(f'no such config: {config}')
+    return None
 
 
-def classify(args, checkpoint):
+def classify(args, cfg, checkpoint):
     import torch
-    from mmengine.runner import load_checkpoint
     from mmpretrain.apis import ImageClassificationInferencer, get_model
 
     import dat.adapters.mmpretrain  # noqa: F401  (registers the DAT model names)
+    from dat.models.checkpoint import load_weights, read_checkpoint
 
     try:
-        model = get_model(args.config, pretrained=False, device=args.device)
+        model = get_model(cfg or args.config, pretrained=False, device=args.device)
     except ValueError as err:  # an unknown model name
-        sys.exit(f'error: {args.config} is neither a config file nor a model name: {err}')
-    if checkpoint is not None:
-        try:  # strict: a checkpoint of another model is an error, not a warning
-            meta = load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
-        except RuntimeError as err:
-            sys.exit(f'error: {checkpoint} does not fit {args.config}: '
-                     f'{str(err).strip()[:500]}')
-        meta = meta.get('meta', {}) if isinstance(meta, dict) else {}
+        fail(f'{args.config} is neither a config file nor a model name: {err}')
+    if checkpoint is not None:  # strict: a checkpoint of another model is an error
+        ckpt = read_checkpoint(checkpoint)
+        load_weights(model, ckpt, what=f'model of {args.config}', logger=None)
+        meta = ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}
         if 'dataset_meta' in meta:
             model._dataset_meta = meta['dataset_meta']
     inferencer = ImageClassificationInferencer(model, pretrained=False, device=args.device)
@@ -76,11 +76,42 @@ def classify(args, checkpoint):
         print(f'{rank}: {classes[index]} (class {index}) score {score:.4f}')
 
 
-def detect(args, checkpoint):
+class StrictWeights:
+    """For mmdet's / mmseg's inferencers: the checkpoint must fit the whole model, and the
+    class names and palette come from the checkpoint's meta or else from the config's test
+    dataset (not from COCO or Cityscapes, the libraries' defaults)."""
+
+    def _load_weights_to_model(self, model, checkpoint, cfg):
+        from dat.models.checkpoint import load_weights
+
+        meta = {}
+        if checkpoint is not None:
+            load_weights(model, checkpoint, what='model of the config', logger=None)
+            meta = checkpoint.get('meta', {}).get('dataset_meta') or {}
+            meta = {k.lower(): v for k, v in meta.items()}
+        if not meta.get('classes'):
+            meta = dataset_meta(cfg)
+        model.dataset_meta = {'classes': meta.get('classes'), 'palette': meta.get('palette')}
+
+
+def dataset_meta(cfg) -> dict:
+    """Class names and palette of the config's test dataset (built without its data)."""
+    import copy
+
+    from mmengine.registry import DATASETS
+
+    dataset_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
+    dataset_cfg.update(lazy_init=True, pipeline=[])
+    return DATASETS.build(dataset_cfg).metainfo
+
+
+def detect(args, cfg, checkpoint):
     from mmdet.apis import DetInferencer
 
-    inferencer = DetInferencer(args.config, weights=checkpoint, device=args.device,
-                               show_progress=False)
+    class Inferencer(StrictWeights, DetInferencer):
+        pass
+
+    inferencer = Inferencer(cfg, weights=checkpoint, device=args.device, show_progress=False)
     result = inferencer(args.img, return_vis=True, no_save_vis=True,
                         pred_score_thr=args.score_thr)
     pred = result['predictions'][0]
@@ -92,38 +123,48 @@ def detect(args, checkpoint):
         print(f'drawing written to {args.out_file}')
 
 
-def segment(args, checkpoint):
+def segment(args, cfg, checkpoint):
     import numpy as np
     from mmseg.apis import MMSegInferencer
 
-    inferencer = MMSegInferencer(args.config, weights=checkpoint, device=args.device)
+    class Inferencer(StrictWeights, MMSegInferencer):
+        pass
+
+    inferencer = Inferencer(cfg, weights=checkpoint, device=args.device)
     result = inferencer(args.img, return_vis=True)
     labels = np.asarray(result['predictions'])
-    classes, counts = np.unique(labels, return_counts=True)
-    share = ', '.join(f'{c}: {n / labels.size:.1%}' for c, n in zip(classes, counts))
+    classes = inferencer.model.dataset_meta['classes'] or ()
+    ids, counts = np.unique(labels, return_counts=True)
+    order = np.argsort(-counts, kind='stable')
+    share = ', '.join(
+        f'{str(classes[ids[i]]).strip() if ids[i] < len(classes) else "?"} ({ids[i]}): '
+        f'{counts[i] / labels.size:.1%}' for i in order)
     print(f'predicted classes (share of pixels): {share}')
     if args.out_file:
         mmcv.imwrite(mmcv.rgb2bgr(result['visualization']), args.out_file)
         print(f'overlay written to {args.out_file}')
 
 
+@one_line_errors
 def main():
     args = parse_args()
     if not osp.isfile(args.img):
-        sys.exit(f'error: no such image: {args.img}')
+        fail(f'no such image: {args.img}')
     if mmcv.imread(args.img) is None:
-        sys.exit(f'error: cannot read {args.img} as an image')
+        fail(f'cannot read {args.img} as an image')
     checkpoint = args.checkpoint_opt or args.checkpoint
-    if checkpoint is not None and not osp.isfile(checkpoint):
-        sys.exit(f'error: no such checkpoint: {checkpoint}')
-    if checkpoint is None:
-        print('no checkpoint given: the model has random weights')
-    task = task_of(args.config)
+    cfg = read_config(args.config)
+    task = cfg.get('default_scope', 'mmpretrain') if cfg else 'mmpretrain'
+    if checkpoint is not None:
+        check_checkpoint(checkpoint)
+    else:
+        print('no checkpoint given: the model has random weights (seed 0)')
+        import torch
+        torch.manual_seed(0)
     runners = dict(mmpretrain=classify, mmdet=detect, mmseg=segment)
     if task not in runners:
-        sys.exit(f'error: {args.config} has default_scope={task!r}; expected one of '
-                 f'{sorted(runners)}')
-    runners[task](args, checkpoint)
+        fail(f'{args.config} has default_scope={task!r}; expected one of {sorted(runners)}')
+    runners[task](args, cfg, checkpoint)
 
 
 if __name__ == '__main__':

@@ -31,6 +31,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from dat.cli import fail
+from dat.cli import load_config as load_config_file
+
 OPSET = 17
 ATOL = 1e-4
 
@@ -52,16 +55,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def fail(message: str):
-    raise SystemExit(f'error: {message}')
-
-
 def load_config(config: str):
-    from mmengine.config import Config
-    if osp.isfile(config):
-        return Config.fromfile(config)
-    if config.endswith('.py'):
-        fail(f'no such config: {config}')
+    if osp.isfile(config) or config.endswith('.py'):
+        return load_config_file(config)
     from mmpretrain.apis import ModelHub
 
     import dat.adapters.mmpretrain  # noqa: F401  (registers the DAT model names)
@@ -85,15 +81,15 @@ class Classifier(nn.Module):
 
 def build(cfg, checkpoint: Optional[str], backbone: bool):
     """The module to export and the names of its outputs."""
-    from dat.models.checkpoint import build_dat_backbone, load_checkpoint_strictly
+    from dat.models.checkpoint import build_dat_backbone, load_weights
 
     torch.manual_seed(0)
     try:
         if backbone:
             model = build_dat_backbone(cfg.model.backbone.to_dict())
             if checkpoint:
-                load_checkpoint_strictly(model, checkpoint, 'DAT backbone of the config',
-                                         prefix='backbone.')
+                load_weights(model, checkpoint, prefix='backbone.',
+                             what='DAT backbone of the config', logger=None)
             return model.eval(), [f'feat{i}' for i in model.out_indices]
 
         scope = cfg.get('default_scope', 'mmpretrain')
@@ -103,8 +99,8 @@ def build(cfg, checkpoint: Optional[str], backbone: bool):
         from mmpretrain.apis import get_model
         model = get_model(cfg, pretrained=False)
         if checkpoint:
-            load_checkpoint_strictly(model, checkpoint, 'classifier of the config')
-    except (FileNotFoundError, ValueError) as err:
+            load_weights(model, checkpoint, what='classifier of the config', logger=None)
+    except ValueError as err:  # CheckpointError is one
         fail(str(err))
     return Classifier(model).eval(), ['logits']
 

@@ -8,11 +8,12 @@ and segmentation backbones.
 """
 import argparse
 import os
-import sys
 
 import torch
 
+from dat.cli import fail
 from dat.converters import ConversionError, convert_dat2022
+from dat.models.checkpoint import CheckpointError, read_checkpoint
 
 
 def parse_args():
@@ -24,15 +25,12 @@ def parse_args():
 
 def main():
     args = parse_args()
-    if not os.path.isfile(args.src):
-        sys.exit(f'error: no such checkpoint: {args.src}')
-    try:
-        checkpoint = torch.load(args.src, map_location='cpu', weights_only=True)
-        state_dict, arch_info = convert_dat2022(checkpoint)
+    try:  # runs no code from the file; a yacs CfgNode beside the weights is read as data
+        state_dict, arch_info = convert_dat2022(read_checkpoint(args.src))
+    except CheckpointError as err:
+        fail(str(err))
     except ConversionError as err:
-        sys.exit(f'error: {args.src}: {err}')
-    except Exception as err:  # unreadable file: not a torch checkpoint
-        sys.exit(f'error: cannot read {args.src} as a checkpoint: {err}')
+        fail(f'{args.src}: {err}')
     os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
     torch.save(dict(state_dict=state_dict, meta=dict(converted_from='dat2022', **arch_info)),
                args.dst)

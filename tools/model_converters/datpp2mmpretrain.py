@@ -8,13 +8,13 @@ checkpoint=DST, prefix='backbone.')``, into detection and segmentation backbones
 """
 import argparse
 import os
-import sys
 
 import torch
 
+from dat.cli import fail
 from dat.converters import ConversionError
 from dat.converters.datpp import convert_datpp
-from dat.converters.renames import read_checkpoint
+from dat.models.checkpoint import CheckpointError, read_checkpoint
 
 
 def parse_args():
@@ -25,17 +25,15 @@ def parse_args():
 
 
 def convert_file(src: str, convert):
-    """``convert(checkpoint)`` of the file ``src``; exits with a message naming the problem."""
-    if not os.path.isfile(src):
-        sys.exit(f'error: no such checkpoint: {src}')
-    try:
+    """``convert(checkpoint)`` of the file ``src``; exits with one line naming the problem."""
+    try:  # runs no code from the file (see dat.models.checkpoint)
         checkpoint = read_checkpoint(src)
-    except Exception as err:  # unreadable file: not a torch checkpoint
-        sys.exit(f'error: cannot read {src} as a checkpoint: {err}')
+    except CheckpointError as err:
+        fail(str(err))
     try:
         return convert(checkpoint)
     except ConversionError as err:
-        sys.exit(f'error: {src}: {err}')
+        fail(f'{src}: {err}')
 
 
 def save(dst: str, state_dict: dict, meta: dict):
@@ -47,8 +45,8 @@ def main():
     args = parse_args()
     state_dict, arch_info = convert_file(args.src, convert_datpp)
     if arch_info['num_classes'] is None:
-        sys.exit(f'error: {args.src} has no classifier (cls_head); for a detection or '
-                 'segmentation checkpoint use datpp_det_seg_upgrade.py')
+        fail(f'{args.src} has no classifier (cls_head); for a detection or '
+             'segmentation checkpoint use datpp_det_seg_upgrade.py')
     save(args.dst, state_dict, dict(converted_from='datpp', **arch_info))
     arch = arch_info['arch'] if isinstance(arch_info['arch'], str) else 'custom'
     params = sum(v.numel() for v in state_dict.values())

@@ -10,10 +10,10 @@ neck and head keys are kept (mmdet 3 and mmseg 1 use the same names). With ``--c
 result is also loaded, strictly, into that config's model before it is written.
 """
 import argparse
-import sys
 
 from datpp2mmpretrain import convert_file, save  # the script's folder is on sys.path
 
+from dat.cli import fail
 from dat.converters.datpp import convert_datpp_downstream
 
 
@@ -28,26 +28,17 @@ def parse_args():
 
 def check_loads(state_dict: dict, config: str):
     """Load ``state_dict`` strictly into ``config``'s model; exit naming the keys if not."""
-    from mmengine.config import Config
-
     from dat.adapters.builder import build_model_from_config
+    from dat.cli import load_config
+    from dat.models.checkpoint import CheckpointError, load_weights
 
-    cfg = Config.fromfile(config)
+    cfg = load_config(config)
     cfg.model.backbone.init_cfg = None
-    model = build_model_from_config(cfg)
-    own = model.state_dict()
-    problems = {
-        'missing': [k for k in own if k not in state_dict],
-        'unexpected': [k for k in state_dict if k not in own],
-        'of another shape': [f'{k} {tuple(v.shape)} vs {tuple(own[k].shape)}'
-                             for k, v in state_dict.items()
-                             if k in own and v.shape != own[k].shape],
-    }
-    if any(problems.values()):
-        sys.exit(f'error: the converted checkpoint does not fit {config}: ' + '; '.join(
-            f'{len(keys)} keys {name} ({", ".join(keys[:5])}{", ..." if len(keys) > 5 else ""})'
-            for name, keys in problems.items() if keys))
-    model.load_state_dict(state_dict, strict=True)
+    try:
+        load_weights(build_model_from_config(cfg), state_dict, what=f'model of {config}',
+                     logger=None)
+    except CheckpointError as err:
+        fail(f'the converted checkpoint: {err}')
 
 
 def main():

@@ -49,6 +49,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from dat.cli import fail, load_config
+
 #: Default mean / std (RGB, 0-255) when the config has no data preprocessor.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -83,20 +85,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def fail(message: str):
-    raise SystemExit(f'error: {message}')
-
-
 def build_backbone(config: str, checkpoint: Optional[str]):
     """The DAT backbone of ``config`` with ``checkpoint`` loaded, the normalisation mean and
     std, and the short side of its training size."""
-    from mmengine.config import Config
+    from dat.models.checkpoint import build_dat_backbone, load_weights
 
-    from dat.models.checkpoint import build_dat_backbone, load_checkpoint_strictly
-
-    if not osp.isfile(config):
-        fail(f'no such config: {config}')
-    cfg = Config.fromfile(config)
+    cfg = load_config(config)
     if 'model' not in cfg or 'backbone' not in cfg.model:
         fail(f'{config} has no model.backbone')
     backbone_cfg = cfg.model.backbone.to_dict()
@@ -104,9 +98,9 @@ def build_backbone(config: str, checkpoint: Optional[str]):
     try:
         model = build_dat_backbone(backbone_cfg)
         if checkpoint is not None:
-            load_checkpoint_strictly(model, checkpoint, f'backbone of {config}',
-                                     prefix='backbone.')
-    except (FileNotFoundError, ValueError) as err:
+            load_weights(model, checkpoint, prefix='backbone.',
+                         what=f'backbone of {config}', logger=None)
+    except ValueError as err:  # CheckpointError is one
         fail(str(err))
     preprocessor = cfg.get('data_preprocessor') or cfg.model.get('data_preprocessor') or {}
     mean = preprocessor.get('mean', IMAGENET_MEAN)
@@ -265,8 +259,11 @@ def main(argv: Optional[Sequence[str]] = None):
 
     x = preprocess(img, args.short_side or short_side, mean, std).to(args.device)
     model.to(args.device)
-    with torch.no_grad():
-        _, info = model.forward_with_deform_info(x)
+    try:
+        with torch.no_grad():
+            _, info = model.forward_with_deform_info(x)
+    except ValueError as err:  # an input smaller than DAT takes
+        fail(f'{args.img}, resized to {tuple(x.shape[-2:])}: {err}')
     stride = PATCH_STRIDE * 2 ** stage
     panels = [panel_data(info[f'stage{stage}.block{j}'], f'stage{stage}.block{j}',
                          tuple(args.query) if args.query else None, stride,

@@ -19,3 +19,5 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
     dict(type='PolyLR', eta_min=0., power=1.0, by_epoch=False, begin=1500, end=160000),
 ]
+# mmseg's checkpoint settings, with writes that a kill cannot break (dat/engine).
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -20,6 +20,7 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from timm.layers import DropPath
 
+from ..checkpoint import check_incoming, load_weights
 from ..layers import (DeformableAttention, Mlp, WindowAttention, check_attention_impl,
                       resolve_attention_impl)
 
@@ -142,8 +143,9 @@ class DAT(BaseModule):
             ``'reference'`` elsewhere). All give the same numbers up to rounding; the
             first forward logs the one in use. Default: ``'auto'``.
         init_cfg (dict, optional): mmengine init config, e.g. ``dict(type='Pretrained',
-            checkpoint=..., prefix='backbone.')``. Position tables of another size are
-            resized on load and the resize is logged. Default: None.
+            checkpoint=..., prefix='backbone.')``, loaded strictly (see :meth:`init_weights`).
+            Position tables of another size are resized on load and the resize is logged.
+            Default: None.
 
     Parameter names: ``patch_embed.{proj,norm}``, ``stages.{i}.downsample.{proj,norm}``
     (i >= 1), ``stages.{i}.blocks.{j}.{norm1,attn,norm2,mlp.fc1,mlp.fc2}`` and
@@ -281,60 +283,34 @@ class DAT(BaseModule):
         """Load ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)`` strictly.
 
         Every stem and stage tensor must be in the checkpoint with the model's shape, except
-        position tables of another size, which are resized (and logged) by the attention
-        layers. Otherwise a ``ValueError`` names the offending keys. Output norms
-        (``norm{i}``) may be missing (a classification checkpoint has ``norm3`` only) or
-        extra; they are logged as skipped. Other init_cfg types go to mmengine.
+        position tables of another size, which the attention layers resize (and log).
+        Otherwise a :class:`~dat.models.checkpoint.CheckpointError` (a ``ValueError``) names
+        the first offending keys; ``strict=False`` in the init_cfg loads what fits instead.
+        Output norms (``norm{i}``) may be missing (a classification checkpoint has
+        ``norm3`` only) or extra; they are logged as skipped. See
+        :mod:`dat.models.checkpoint`. Other init_cfg types go to mmengine.
         """
         cfg = self.init_cfg
         if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
             return super().init_weights()
-        from mmengine.logging import print_log
-        from mmengine.runner.checkpoint import CheckpointLoader
-
-        path, prefix = cfg['checkpoint'], cfg.get('prefix') or ''
-        checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
-        state = checkpoint.get('state_dict', checkpoint.get('model', checkpoint))
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        own = self.state_dict()
-        heads_dim = {'relative_position_bias_table': 1, 'rpe_table': 0}
-
-        def fits(key):  # same shape, or a position table that the layer resizes
-            src, dst, table = state[key], own[key], key.rsplit('.', 1)[-1]
-            if table in heads_dim and src.dim() == dst.dim():
-                return src.shape[heads_dim[table]] == dst.shape[heads_dim[table]]
-            return src.shape == dst.shape
-
-        def is_output_norm(key):
-            module = key.split('.', 1)[0]
-            return module.startswith('norm') and module[4:].isdigit()
-
-        wrong_shape = [f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}'
-                       for k in own if k in state and not fits(k)]
-        missing = [k for k in own if k not in state and not is_output_norm(k)]
-        extra = [k for k in state if k not in own and not is_output_norm(k)]
-        if wrong_shape or missing or extra:
-            def listed(keys):
-                return ', '.join(keys[:8]) + (f' (and {len(keys) - 8} more)'
-                                              if len(keys) > 8 else '')
-            problems = [f'{name} ({len(keys)}): {listed(keys)}' for name, keys in (
-                ('shape mismatch, checkpoint vs model', wrong_shape),
-                ('missing from the checkpoint', missing),
-                ('in the checkpoint but not in the model', extra)) if keys]
-            raise ValueError(f'checkpoint {path} (prefix {prefix!r}) does not match this DAT '
-                             f'backbone (embed_dims={self.arch_settings["embed_dims"]}, '
-                             f'depths={self.arch_settings["depths"]}):\n  ' +
-                             '\n  '.join(problems))
-        result = self.load_state_dict(state, strict=False)
-        print_log(f'loaded {len(state) - len(result.unexpected_keys)} tensors from {path}',
-                  logger='current')
-        if result.missing_keys:
-            print_log(f'skipped, not in the checkpoint (kept their initial values): '
-                      f'{", ".join(result.missing_keys)}', logger='current')
-        if result.unexpected_keys:
-            print_log(f'skipped, not used by this model: {", ".join(result.unexpected_keys)}',
-                      logger='current')
+        load_weights(self, cfg['checkpoint'], prefix=cfg.get('prefix'),
+                     strict=cfg.get('strict', True), pretrained=True, what=self._description())
         self._is_init = True
+
+    #: Keys (relative to the backbone) that a pretrained checkpoint may lack or carry in
+    #: excess: the output norms, which depend on ``out_indices`` (see
+    #: :mod:`dat.models.checkpoint`).
+    optional_state_keys = r'norm\d+\.'
+
+    def _description(self) -> str:
+        return (f'DAT backbone (embed_dims={self.arch_settings["embed_dims"]}, '
+                f'depths={self.arch_settings["depths"]})')
+
+    def _load_from_state_dict(self, state_dict: Dict, prefix: str, *args, **kwargs):
+        # Whichever loader calls (mmengine's load weights with strict=False and only log),
+        # weights that do not fit are refused, unless a partial load is asked for.
+        check_incoming(self, state_dict, prefix, self._description())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def train(self, mode: bool = True):
         super().train(mode)

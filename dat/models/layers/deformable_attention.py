@@ -110,6 +110,13 @@ class OffsetNetwork(nn.Sequential):
         self.act = nn.GELU()
         self.proj = nn.Conv2d(channels, 2, 1, bias=False)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm(self.dwconv(x)))
+        # LayerNorm2d leaves a channels-last layout; the 1x1 conv's weight gradient would
+        # follow it (strides (C, 1, C, C) for a (2, C, 1, 1) weight) and DDP would copy it
+        # into its bucket at every step ("grad strides do not match bucket view strides").
+        return self.proj(x.contiguous())
+
 
 class DeformableAttention(nn.Module):
     """Deformable multi-head attention over a (B, H, W, C) feature map.
@@ -228,6 +235,11 @@ class DeformableAttention(nn.Module):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
                                               dropout_p=dropout_p, scale=self.scale)
 
-    def _load_from_state_dict(self, state_dict: Dict, prefix: str, *args, **kwargs):
+    def adapt_state_dict(self, state_dict: Dict, prefix: str) -> None:
+        """Resize a table of another feature-map size in ``state_dict``, in place (see
+        :mod:`dat.models.checkpoint`)."""
         fit_rpe_table(state_dict, prefix + 'rpe_table', self.rpe_table)
+
+    def _load_from_state_dict(self, state_dict: Dict, prefix: str, *args, **kwargs):
+        self.adapt_state_dict(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

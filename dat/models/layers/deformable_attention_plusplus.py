@@ -148,6 +148,11 @@ class DeformableAttentionPlusPlus(nn.Module):
             return out, dict(positions=positions, references=references, attn_weights=attn)
         return out
 
-    def _load_from_state_dict(self, state_dict: Dict, prefix: str, *args, **kwargs):
+    def adapt_state_dict(self, state_dict: Dict, prefix: str) -> None:
+        """Resize a table of another feature-map size in ``state_dict``, in place (see
+        :mod:`dat.models.checkpoint`)."""
         fit_rpe_table(state_dict, prefix + 'rpe_table', self.rpe_table)
+
+    def _load_from_state_dict(self, state_dict: Dict, prefix: str, *args, **kwargs):
+        self.adapt_state_dict(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -181,7 +181,9 @@ class WindowAttention(nn.Module):
             x = torch.roll(x, (s, s), dims=(1, 2))
         return x[:, :H, :W].contiguous()
 
-    def _load_from_state_dict(self, state_dict: Dict, prefix: str, *args, **kwargs):
+    def adapt_state_dict(self, state_dict: Dict, prefix: str) -> None:
+        """Resize a table of another window size in ``state_dict``, in place (see
+        :mod:`dat.models.checkpoint`)."""
         key = prefix + 'relative_position_bias_table'
         table = state_dict.get(key)
         own = self.relative_position_bias_table
@@ -191,4 +193,7 @@ class WindowAttention(nn.Module):
             state_dict[key] = resize_relative_position_table(table, self.window_size)
             MMLogger.get_current_instance().info(
                 f'resized {key} from {tuple(table.shape)} to {tuple(own.shape)}')
+
+    def _load_from_state_dict(self, state_dict: Dict, prefix: str, *args, **kwargs):
+        self.adapt_state_dict(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -1,0 +1,74 @@
+"""What the command-line tools share: a simple mistake ends in one line, not a traceback.
+
+A missing or broken config, a checkpoint that cannot be read (random bytes, a truncated
+file) or that is refused, and the like, print ``error: <file>: <problem>`` on stderr and exit
+with status 1. :func:`one_line_errors` also catches a
+:class:`~dat.models.checkpoint.CheckpointError` raised deep inside mmengine's Runner or an
+inferencer, whose loaders of local files are :mod:`dat.models.checkpoint`'s.
+
+``python -m dat.cli CONFIG [CHECKPOINT]`` checks both; ``tools/dist_*.sh`` run it before
+they start the processes (so that a mistake is one line, not one per process plus the
+launcher's report).
+"""
+import functools
+import os.path as osp
+import sys
+from typing import Callable, NoReturn, Optional
+
+from dat.models.checkpoint import CheckpointError, read_checkpoint
+
+
+def fail(message: str) -> NoReturn:
+    """Exit with status 1 after printing ``error: message`` on stderr."""
+    raise SystemExit(f'error: {message}')
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line."""
+    return ' '.join(str(err).split()) or type(err).__name__
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None):
+    """``mmengine.Config.fromfile`` (plus ``--cfg-options``), failing in one line."""
+    from mmengine.config import Config
+
+    if not osp.isfile(path):
+        fail(f'no such config: {path}')
+    try:
+        cfg = Config.fromfile(path)
+        if cfg_options:
+            cfg.merge_from_dict(cfg_options)
+    except Exception as err:  # syntax errors, missing bases, bad options: all user input
+        fail(f'{path}: cannot be read as a config: {one_line(err)[:300]}')
+    return cfg
+
+
+def check_checkpoint(path: str) -> None:
+    """Fail in one line unless ``path`` is a checkpoint that can be read (cheaply: its
+    tensors are mapped, not read)."""
+    try:
+        read_checkpoint(path, mmap=True)
+    except CheckpointError as err:
+        fail(str(err))
+
+
+def one_line_errors(main: Callable) -> Callable:
+    """Decorate a tool's ``main``: a ``CheckpointError`` from anywhere below it prints as
+    one line and exits with status 1."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except CheckpointError as err:
+            fail(str(err))
+
+    return wrapper
+
+
+if __name__ == '__main__':
+    if not 2 <= len(sys.argv) <= 3:
+        fail('usage: python -m dat.cli CONFIG [CHECKPOINT]')
+    load_config(sys.argv[1])
+    if len(sys.argv) == 3:
+        check_checkpoint(sys.argv[2])

@@ -1,0 +1,42 @@
+"""Configs of scaled-down DAT models that tests in several folders share (tests/ is on
+sys.path, as the folder of tests/conftest.py)."""
+
+#: A 4-stage DAT with L, S and D blocks, small enough to train a few iterations on the CPU
+#: (``.format(repo=..., data=...)``: the checkout and a make_shapes_dataset.py folder).
+TINY_TRAIN_CONFIG = """
+_base_ = ['{repo}/configs/dat/dat-mini_1xb32_shapes.py']
+model = dict(
+    backbone=dict(
+        arch=dict(embed_dims=[16, 32, 64, 64], depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 4],
+                  groups=[-1, -1, 2, 2], block_types=['LS', 'LS', 'LD', 'LD']),
+        img_size=32, window_size=[4, 4, 2, 1], drop_path_rate=0.0),
+    head=dict(in_channels=64))
+pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root='{data}', pipeline=pipeline))
+val_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root='{data}', pipeline=pipeline))
+test_dataloader = val_dataloader
+train_cfg = dict(max_epochs=1, val_interval=1)
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(interval=1, max_keep_ckpts=-1))
+"""
+
+#: A small DAT classifier (8 classes) for the inference tools.
+TINY_CLASSIFIER_CONFIG = """
+default_scope = 'mmpretrain'
+custom_imports = dict(imports=['dat.adapters.mmpretrain'], allow_failed_imports=False)
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(type='DAT', img_size=64, window_size=[4, 4, 4, 2], out_indices=(3, ),
+                  arch=dict(embed_dims=[16, 32, 64, 64], depths=[1, 1, 2, 2],
+                            num_heads=[1, 2, 4, 4], groups=[-1, -1, 2, 2],
+                            block_types=['L', 'S', 'LD', 'LD'])),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(type='LinearClsHead', num_classes=8, in_channels=64))
+data_preprocessor = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
+                         to_rgb=True)
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='ResizeEdge', scale=64, edge='short'),
+                 dict(type='CenterCrop', crop_size=64), dict(type='PackInputs')]
+test_dataloader = dict(dataset=dict(type='CustomDataset', pipeline=test_pipeline))
+"""
