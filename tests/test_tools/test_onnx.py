@@ -4,13 +4,12 @@ import re
 import numpy as np
 import pytest
 import torch
+from mini_configs import DAT_ARCH as ARCH
 
 from dat.models import DAT
 
 onnxruntime = pytest.importorskip('onnxruntime')
 
-ARCH = dict(embed_dims=[16, 32, 64, 64], depths=[1, 1, 2, 2], num_heads=[1, 2, 4, 4],
-            groups=[-1, -1, 2, 2], block_types=['L', 'S', 'LD', 'SD'])
 BACKBONE = f"dict(type='DAT', arch={ARCH!r}, img_size=64, window_size=4, out_indices=OUT)"
 CLS_CONFIG = f"""
 default_scope = 'mmpretrain'

@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from mini_configs import DAT_ARCH
 
 from dat.models import DAT
 
-ARCH = dict(embed_dims=[16, 32, 64, 64], depths=[1, 1, 2, 2], num_heads=[1, 2, 4, 4],
-            groups=[-1, -1, 2, 2], block_types=['L', 'S', 'DD', 'LD'])
+ARCH = dict(DAT_ARCH, block_types=['L', 'S', 'DD', 'LD'])
 CONFIG = f"""
 model = dict(backbone=dict(type='DAT', arch={ARCH!r}, img_size=64, window_size=4,
                            out_indices=(3, )))

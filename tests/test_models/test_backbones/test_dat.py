@@ -2,14 +2,13 @@ import logging
 
 import pytest
 import torch
+from mini_configs import DAT_ARCH_2X as MINI
 from mmengine.logging import MMLogger
 
 from dat.models import DAT
 from dat.models.layers import DeformableAttention, WindowAttention
 
-# A scaled-down DAT with every block kind; windows 4/4/4/2 so odd sizes need padding.
-MINI = dict(embed_dims=[16, 32, 64, 64], depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 4],
-            groups=[-1, -1, 2, 2], block_types=['LS', 'LS', 'LD', 'SD'])
+# A scaled-down DAT with every block kind (MINI); windows 4/4/4/2 so odd sizes need padding.
 
 
 def mini(**kwargs):
