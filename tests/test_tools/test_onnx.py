@@ -99,7 +99,7 @@ def test_backbone_checkpoint_must_fit(tool, mini, tmp_path):
 
 def test_dat_tiny_224(tool, repo_root, tmp_path, capsys):
     out = tmp_path / 'dat-tiny.onnx'
-    tool.main([str(repo_root / 'configs/dat/dat-tiny_8xb128_in1k.py'), '--shape', '224', '224',
+    tool.main([str(repo_root / 'configs/dat/dat-tiny_8xb128-amp_in1k.py'), '--shape', '224', '224',
                '--out', str(out), '--dynamic'])
     text = capsys.readouterr().out
     diffs = printed_differences(text)

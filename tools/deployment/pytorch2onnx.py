@@ -1,7 +1,7 @@
 """Export a DAT classifier, or a DAT backbone for dense tasks, to ONNX and check it.
 
     # classifier (config or model name): input (B, 3, H, W) normalised image -> logits
-    python tools/deployment/pytorch2onnx.py configs/dat/dat-tiny_8xb128_in1k.py \
+    python tools/deployment/pytorch2onnx.py configs/dat/dat-tiny_8xb128-amp_in1k.py \
         dat-tiny.pth --shape 224 224 --out dat-tiny.onnx
     # backbone alone (any task config), one output per stage in out_indices: feat0 .. feat3
     python tools/deployment/pytorch2onnx.py configs/upernet/CONFIG.py CKPT \

@@ -2,7 +2,7 @@
 and query.
 
     python tools/visualization/vis_deform_points.py demo.jpg \
-        configs/dat/dat-tiny_8xb128_in1k.py dat-tiny.pth --stage 2 --block 5 \
+        configs/dat/dat-tiny_8xb128-amp_in1k.py dat-tiny.pth --stage 2 --block 5 \
         --query 6 8 --out deform.png
 
 For one D block and one query it draws, on the input image,

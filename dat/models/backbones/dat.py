@@ -311,13 +311,18 @@ class DAT(BaseModule):
         self._freeze_stages()
         return self
 
+    #: The smallest input side, and why (in the error for smaller inputs).
+    min_input_size = MIN_INPUT_SIZE
+    min_input_reason = ' (patch stem 4, then three 2x downsamplings)'
+
     def _check_input(self, x: torch.Tensor):
         if x.dim() != 4:
-            raise ValueError(f'DAT expects a (B, C, H, W) batch, got shape {tuple(x.shape)}')
-        if min(x.shape[-2:]) < MIN_INPUT_SIZE:
-            raise ValueError(f'input of size {tuple(x.shape[-2:])} is too small for DAT: both '
-                             f'sides must be at least {MIN_INPUT_SIZE} pixels (patch stem 4, '
-                             'then three 2x downsamplings)')
+            raise ValueError(f'{self.display_name} expects a (B, C, H, W) batch, got shape '
+                             f'{tuple(x.shape)}')
+        if min(x.shape[-2:]) < self.min_input_size:
+            raise ValueError(f'input of size {tuple(x.shape[-2:])} is too small for '
+                             f'{self.display_name}: both sides must be at least '
+                             f'{self.min_input_size} pixels{self.min_input_reason}')
 
     def _log_attention_impl(self, device: torch.device):
         """Record the kernel in use in the log file of a run (scripts stay quiet)."""
@@ -348,8 +353,9 @@ class DAT(BaseModule):
         """:meth:`forward`, and what each D block looked at (for visualisation).
 
         A forward hook on each deformable attention layer records
-        :meth:`DeformableAttention.deform_info` of its input; the forward itself is the
-        plain one, so the outputs are those of :meth:`forward`.
+        :meth:`DeformableAttention.deform_info` of its input (without gradients); the
+        forward itself is the plain one (gradient checkpointing included), so the outputs
+        are those of :meth:`forward`.
 
         Returns:
             tuple: ``(outs, info)``. ``info`` maps ``'stage{i}.block{j}'`` of every D block to

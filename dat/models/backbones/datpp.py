@@ -180,6 +180,8 @@ class DATPlusPlus(DAT):
                      block_types=['ND', 'NDND', 'ND' * 9, 'DD']),
     }
     block_kinds = 'ND'
+    min_input_size = MIN_INPUT_SIZE
+    min_input_reason = ', so that the last stage is at least 2 x 2'
 
     def __init__(self,
                  arch: Union[str, Dict] = 'tiny',
@@ -212,11 +214,3 @@ class DATPlusPlus(DAT):
         else:
             attn = NeighborhoodAttention(dim, heads, window, attn_impl=self.attn_impl)
         return DATPlusPlusBlock(dim, attn, drop_path)
-
-    def _check_input(self, x: torch.Tensor):
-        if x.dim() != 4:
-            raise ValueError(f'DAT++ expects a (B, C, H, W) batch, got shape {tuple(x.shape)}')
-        if min(x.shape[-2:]) < MIN_INPUT_SIZE:
-            raise ValueError(f'input of size {tuple(x.shape[-2:])} is too small for DAT++: '
-                             f'both sides must be at least {MIN_INPUT_SIZE} pixels, so that '
-                             'the last stage is at least 2 x 2')

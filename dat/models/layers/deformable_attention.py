@@ -231,12 +231,14 @@ class DeformableAttention(nn.Module):
             out = self._fast_attention(q, k, v, positions, H, W, flex=impl == 'flex')
         return self.proj(rearrange(out, 'b m (h w) d -> b h w (m d)', h=H))
 
+    @torch.no_grad()
     def deform_info(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """What this layer looks at for the input ``x`` (B, H, W, C), computed again with
-        the reference kernel: ``positions`` and ``references`` (B, G, Hk, Wk, 2; (y, x) in
-        ``grid_sample``'s [-1, 1] over the H x W map, ``align_corners=True``),
-        ``attn_weights`` (B, M, H*W, Hk*Wk), the softmax weights of each query over the
-        sampled keys, and ``feature_size`` (H, W), the map of the queries."""
+        the reference kernel and without gradients: ``positions`` and ``references``
+        (B, G, Hk, Wk, 2; (y, x) in ``grid_sample``'s [-1, 1] over the H x W map,
+        ``align_corners=True``), ``attn_weights`` (B, M, H*W, Hk*Wk), the softmax weights of
+        each query over the sampled keys, and ``feature_size`` (H, W), the map of the
+        queries."""
         H, W = x.shape[1:3]
         q, k, _, positions, references = self.attend_inputs(x)
         return dict(positions=positions, references=references, feature_size=(H, W),
