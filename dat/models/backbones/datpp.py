@@ -185,6 +185,7 @@ class DATPlusPlus(DAT):
                      block_types=['ND', 'NDND', 'ND' * 9, 'DD']),
     }
     block_kinds = 'ND'
+    display_name = 'DAT++'
 
     def __init__(self,
                  arch: Union[str, Dict] = 'tiny',
