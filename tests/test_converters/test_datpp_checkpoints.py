@@ -139,4 +139,5 @@ def test_converter_cli(reference_dir, repo_root, tmp_path):
     garbage.write_bytes(b'not a checkpoint')
     result = subprocess.run([sys.executable, str(tool), str(garbage), str(tmp_path / 'x.pth')],
                             capture_output=True, text=True)
-    assert result.returncode != 0 and 'cannot read' in result.stderr
+    assert result.returncode != 0 and 'cannot be read as a checkpoint' in result.stderr
+    assert str(garbage) in result.stderr and len(result.stderr.splitlines()) == 1

@@ -45,7 +45,8 @@ def test_recipe(config):
     assert backbone.init_cfg.type == 'Pretrained' and backbone.init_cfg.prefix == 'backbone.'
     assert '_delete_' not in backbone  # consumed by the merge: no Swin/ResNet keys left
     assert set(backbone) <= {'type', 'arch', 'img_size', 'window_size', 'drop_path_rate',
-                             'out_indices', 'init_cfg'}
+                             'out_indices', 'attn_impl', 'init_cfg'}
+    assert backbone.attn_impl == 'auto'
     assert cfg.model.decode_head.num_classes == 150
     if config.startswith('configs/upernet'):
         assert cfg.model.decode_head.type == 'UPerHead'

@@ -172,6 +172,8 @@ class DAT(BaseModule):
     arch_keys = ('embed_dims', 'depths', 'num_heads', 'groups', 'block_types')
     #: The letters of ``block_types``.
     block_kinds = 'LSD'
+    #: The architecture's name in messages.
+    display_name = 'DAT'
 
     def __init__(self,
                  arch: Union[str, Dict] = 'tiny',
@@ -297,7 +299,7 @@ class DAT(BaseModule):
     optional_state_keys = r'norm\d+\.'
 
     def _description(self) -> str:
-        return (f'DAT backbone (embed_dims={self.arch_settings["embed_dims"]}, '
+        return (f'{self.display_name} backbone (embed_dims={self.arch_settings["embed_dims"]}, '
                 f'depths={self.arch_settings["depths"]})')
 
     def _load_from_state_dict(self, state_dict: Dict, prefix: str, *args, **kwargs):

@@ -180,6 +180,7 @@ class DATPlusPlus(DAT):
                      block_types=['ND', 'NDND', 'ND' * 9, 'DD']),
     }
     block_kinds = 'ND'
+    display_name = 'DAT++'
     min_input_size = MIN_INPUT_SIZE
     min_input_reason = ', so that the last stage is at least 2 x 2'
 

@@ -187,5 +187,5 @@ def test_init_weights_pretrained(tmp_path):
     other = DATPlusPlus(dict(MINI, embed_dims=[16, 32, 64, 128]), img_size=64,
                         init_cfg=dict(type='Pretrained', checkpoint=str(path),
                                       prefix='backbone.'))
-    with pytest.raises(ValueError, match=r'shape mismatch.*stages\.3\.'):
+    with pytest.raises(ValueError, match=r'DAT\+\+ backbone.*mis-shaped.*stages\.3\.'):
         other.init_weights()
