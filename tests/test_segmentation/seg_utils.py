@@ -40,7 +40,8 @@ MINI_PP_BACKBONE = dict(arch=DATPP_ARCH, img_size=64)
 
 
 def write_mini_config(path: Path, repo_root: Path, data_root: Path, max_iters: int = 4,
-                      extra: str = '', recipe: str = 'upernet_dat-tiny_8xb2-amp-160k_ade20k-512x512.py',
+                      extra: str = '',
+                      recipe: str = 'upernet_dat-tiny_8xb2-amp-160k_ade20k-512x512.py',
                       backbone: dict = None) -> Path:
     """A scaled-down UperNet: the DAT-T recipe file (or ``recipe`` in configs/upernet), with
     a mini DAT (or ``backbone``), narrow heads and 64 px crops on ``data_root`` (BN instead

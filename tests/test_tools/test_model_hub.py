@@ -6,10 +6,10 @@ import yaml
 
 import dat.adapters.mmpretrain  # noqa: F401  (registers the model index)
 
-NAMES = ['dat-base_8xb128-amp_in1k', 'dat-base_8xb24-amp_in1k-384px', 'dat-small_8xb128-amp_in1k',
-         'dat-tiny_8xb128-amp_in1k']
-DATPP_NAMES = ['datpp-base_8xb24-amp_in1k-384px', 'datpp-base_8xb64-amp_in1k', 'datpp-small_8xb128-amp_in1k',
-               'datpp-tiny_8xb128-amp_in1k']
+NAMES = ['dat-base_8xb128-amp_in1k', 'dat-base_8xb24-amp_in1k-384px',
+         'dat-small_8xb128-amp_in1k', 'dat-tiny_8xb128-amp_in1k']
+DATPP_NAMES = ['datpp-base_8xb24-amp_in1k-384px', 'datpp-base_8xb64-amp_in1k',
+               'datpp-small_8xb128-amp_in1k', 'datpp-tiny_8xb128-amp_in1k']
 
 
 @pytest.fixture(scope='module')

@@ -382,5 +382,8 @@ class DAT(BaseModule):
         return outs, info
 
     def no_weight_decay_keywords(self) -> Tuple[str, ...]:
-        """Name fragments of parameters that take no weight decay (with norms and biases)."""
+        """Name fragments of the parameters that take no weight decay: the position tables of
+        the window (L, S) and deformable (D) blocks, as in both releases (DAT++'s N blocks'
+        ``rpb`` is decayed there too). The configs' optimizer wrapper constructor,
+        :class:`dat.engine.NoDecayKeywordsConstructor`, reads them."""
         return ('relative_position_bias_table', 'rpe_table')
