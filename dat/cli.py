@@ -43,6 +43,13 @@ def load_config(path: str, cfg_options: Optional[dict] = None):
     return cfg
 
 
+def data_preprocessor(cfg) -> dict:
+    """The data preprocessor settings of a config (mean, std, ...): the top-level
+    ``data_preprocessor`` (mmpretrain's place), else ``model.data_preprocessor`` (mmdet's
+    and mmseg's), else ``{}``."""
+    return cfg.get('data_preprocessor') or cfg.get('model', {}).get('data_preprocessor') or {}
+
+
 def check_checkpoint(path: str) -> None:
     """Fail in one line unless ``path`` is a checkpoint that can be read (cheaply: its
     tensors are mapped, not read)."""

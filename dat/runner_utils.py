@@ -1,9 +1,39 @@
-"""Settings that let mmengine's Runner (tools/train.py, tools/test.py) run without a GPU."""
+"""What tools/train.py and tools/test.py share around mmengine's Runner: their common
+command-line arguments, and the settings that let the Runner run without a GPU."""
+import argparse
 import os
+import os.path as osp
 import subprocess
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
+
+
+def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--work-dir``, ``--cfg-options``, ``--launcher`` and ``--local-rank``."""
+    parser.add_argument('--work-dir', help='the folder for logs, checkpoints and metrics '
+                        '(default: ./work_dirs/CONFIG_NAME)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, "key=value" (e.g. '
+        'train_dataloader.batch_size=64 model.backbone.drop_path_rate=0.1)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def apply_runner_arguments(cfg: Config, args: argparse.Namespace) -> Config:
+    """Put the arguments of :func:`add_runner_arguments` into ``cfg`` (``--cfg-options`` are
+    merged by :func:`dat.cli.load_config`): the launcher, the work dir (by default
+    ``./work_dirs/CONFIG_NAME``), and ``LOCAL_RANK`` from ``--local-rank`` where the
+    launcher did not set it."""
+    os.environ.setdefault('LOCAL_RANK', str(getattr(args, 'local_rank', 0)))
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
 
 
 def setup_cpu_run(cfg: Config) -> None:

@@ -1,6 +1,6 @@
 """``dat::`` config paths, as ``mmpretrain::`` and ``mmdet::`` work in mmengine::
 
-    _base_ = ['dat::dat/dat-tiny_8xb128_in1k.py']   # in a config of another project
+    _base_ = ['dat::dat/dat-tiny_8xb128-amp_in1k.py']   # in a config of another project
 
 The path is read from the ``.mim/configs`` folder of the imported ``dat`` package (made by
 setup.py: copies in a wheel, links to the checkout in an editable install). Our tools and

@@ -5,25 +5,22 @@
     bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]
 """
 import argparse
-import os
-import os.path as osp
 
 import torch
-from mmengine.config import DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import Runner
 
 from dat.cli import check_checkpoint, fail, load_config, one_line_errors
 from dat.models.checkpoint import fit_state_dict, read_state_dict
-from dat.runner_utils import finish_distributed, setup_cpu_run
+from dat.runner_utils import (add_runner_arguments, apply_runner_arguments, finish_distributed,
+                              setup_cpu_run)
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Test (and evaluate) a model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--out', help='dump the raw predictions to this pickle file')
     parser.add_argument('--tta', action='store_true',
                         help="test-time augmentation: the config's tta_pipeline and tta_model "
@@ -31,16 +28,8 @@ def parse_args():
     parser.add_argument('--amp', nargs='?', const='fp16', choices=('fp16', 'bf16'),
                         help="mixed precision testing (the test loop's fp16 switch): fp16 "
                         'autocast (--amp alone) or bf16 autocast (--amp bf16)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings of the config, "key=value"')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_runner_arguments(parser)
+    return parser.parse_args()
 
 
 def check_fit(runner: Runner, checkpoint: str, config: str):
@@ -57,13 +46,8 @@ def check_fit(runner: Runner, checkpoint: str, config: str):
 @one_line_errors
 def main():
     args = parse_args()
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = apply_runner_arguments(load_config(args.config, args.cfg_options), args)
     check_checkpoint(args.checkpoint)
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     if args.amp:
         cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)

@@ -8,22 +8,21 @@ Without a GPU it runs on the CPU, and distributed runs use the gloo backend.
 """
 import argparse
 import os
-import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.runner import Runner
 
 from dat.cli import check_checkpoint, fail, load_config, one_line_errors
 from dat.engine import find_resumable_checkpoint
 from dat.models.checkpoint import CheckpointError
-from dat.runner_utils import finish_distributed, setup_cpu_run
+from dat.runner_utils import (add_runner_arguments, apply_runner_arguments, finish_distributed,
+                              setup_cpu_run)
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Train a model')
     parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
         help='resume from a checkpoint; with no value, from the latest checkpoint in the '
@@ -39,27 +38,13 @@ def parse_args():
                         help='do not pin memory in the dataloaders')
     parser.add_argument('--no-persistent-workers', action='store_true',
                         help='do not keep dataloader workers between epochs')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings of the config, "key=value" (e.g. '
-        'train_dataloader.batch_size=64 model.backbone.drop_path_rate=0.1)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_runner_arguments(parser)
+    return parser.parse_args()
 
 
 def merge_args(cfg: Config, args) -> Config:
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    """The training settings of ``args`` in ``cfg`` (whose ``--cfg-options`` are merged)."""
+    apply_runner_arguments(cfg, args)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
@@ -101,7 +86,7 @@ def rank0_print(message: str):
 @one_line_errors
 def main():
     args = parse_args()
-    cfg = merge_args(load_config(args.config), args)
+    cfg = merge_args(load_config(args.config, args.cfg_options), args)
     runner = Runner.from_cfg(cfg)
     runner.train()
     finish_distributed()

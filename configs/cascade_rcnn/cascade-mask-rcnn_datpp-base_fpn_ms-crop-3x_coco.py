@@ -1,23 +1,9 @@
-# DAT-B++ cascade Mask R-CNN, 3x with the multi-scale + crop augmentation:
-# the authors' configs/dat/cmrcn_base_3x_8n_dp08_lr4.py (LeapLabTHU/DAT-Detection, mmdet 2.26).
-# They train on 8 nodes x 8 GPUs x 1 image (64 images) with lr 4e-4;
-# here 8 GPUs x 2 images with the lr scaled linearly (--auto-scale-lr from 16).
-_base_ = [
-    '../_base_/det/cascade-mask-rcnn_fpn_4conv1fc-giou.py',
-    '../_base_/det/coco_instance_ms-crop.py',
-    '../_base_/det/schedule_adamw_3x.py',
-    '../_base_/det/default_runtime.py',
-    '../_base_/models/datpp-base.py',
-]
-# The backbone starts from an ImageNet checkpoint converted with
-# tools/model_converters/datpp2mmpretrain.py (see configs/datpp/README.md).
-model = dict(
-    backbone=dict(_base_.backbone, drop_path_rate=0.8, out_indices=(0, 1, 2, 3),
-                  init_cfg=dict(type='Pretrained',
-                                checkpoint='checkpoints/datpp-base_in1k_224.pth',
-                                prefix='backbone.')),
-    neck=dict(in_channels=[128, 256, 512, 1024]))
-# trained in fp32 (the release's OptimizerHook), not with mixed precision
-optim_wrapper = dict(_delete_=True, type='OptimWrapper',
-                     optimizer=_base_.optim_wrapper.optimizer,
-                     paramwise_cfg=_base_.optim_wrapper.paramwise_cfg)
+# DAT-B++ cascade Mask R-CNN, 3x with the multi-scale + crop augmentation: the authors'
+# configs/dat/cmrcn_base_3x_8n_dp08_lr4.py (LeapLabTHU/DAT-Detection, mmdet 2.26), trained in
+# fp32 as there (their OptimizerHook has no fp16). They train on 8 nodes x 8 GPUs x 1 image
+# (64 images, as the others).
+_base_ = ['../_base_/det/cascade-mask-rcnn_datpp_fpn.py', '../_base_/det/coco_instance_ms-crop.py',
+          '../_base_/det/schedule_adamw_3x.py']
+model = dict(backbone=dict(arch='base', drop_path_rate=0.8,
+                           init_cfg=dict(checkpoint='checkpoints/datpp-base_in1k_224.pth')),
+             neck=dict(in_channels=[128, 256, 512, 1024]))

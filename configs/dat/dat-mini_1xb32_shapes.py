@@ -4,7 +4,6 @@
 #     python tools/train.py configs/dat/dat-mini_1xb32_shapes.py
 # or just `bash tools/quickstart.sh`. It takes a few minutes on two CPU cores.
 _base_ = ['../_base_/default_runtime.py']
-custom_imports = dict(imports=['dat.adapters.mmpretrain'], allow_failed_imports=False)
 
 classes = ('stripes_0', 'stripes_45', 'stripes_90', 'stripes_135', 'checkerboard', 'dots')
 data_root = 'data/shapes'
@@ -76,15 +75,9 @@ test_evaluator = val_evaluator
 # The in1k recipe's optimizer and schedule, shortened to 30 epochs (2 of warm-up).
 max_epochs = 30
 optim_wrapper = dict(
+    constructor='NoDecayKeywordsConstructor',  # no decay on the position tables either
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999)),
-    paramwise_cfg=dict(
-        norm_decay_mult=0.0,
-        bias_decay_mult=0.0,
-        flat_decay_mult=0.0,
-        custom_keys={
-            '.relative_position_bias_table': dict(decay_mult=0.0),
-            '.rpe_table': dict(decay_mult=0.0),
-        }),
+    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0),
     clip_grad=dict(max_norm=5.0),
 )
 param_scheduler = [

@@ -1,30 +1,8 @@
 # DAT-B++ UperNet on ADE20K: the authors' configs/dat/upn_base_160k_dp07_lr6.py
-# (LeapLabTHU/DAT-Segmentation, mmseg 0.29): 160k iterations at 8 GPUs x 2 images.
-_base_ = [
-    'mmseg::_base_/models/upernet_swin.py',
-    '../_base_/datasets/ade20k_dat.py',
-    'mmseg::_base_/default_runtime.py',
-    '../_base_/schedules/seg_adamw_datpp_160k.py',
-    '../_base_/models/datpp-base.py',
-]
-custom_imports = dict(imports=['dat.adapters.mmseg'], allow_failed_imports=False)
-
-crop_size = (512, 512)
-# ImageNet weights converted with tools/model_converters/datpp2mmpretrain.py
-checkpoint_file = 'checkpoints/datpp-base_in1k_224.pth'
+# (LeapLabTHU/DAT-Segmentation, mmseg 0.29), trained in fp32 as there (no Fp16OptimizerHook).
+_base_ = '../_base_/seg/upernet_datpp.py'
 model = dict(
-    data_preprocessor=dict(size=crop_size),
-    pretrained=None,
-    backbone=dict(
-        _base_.backbone,
-        drop_path_rate=0.7,
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file, prefix='backbone.')),
-    decode_head=dict(in_channels=[128, 256, 512, 1024], num_classes=150),
-    auxiliary_head=dict(in_channels=512, num_classes=150))
-
-train_dataloader = dict(batch_size=2)
-# trained in fp32 (the release's config has no Fp16OptimizerHook), not with mixed precision
-optim_wrapper = dict(_delete_=True, type='OptimWrapper',
-                     optimizer=_base_.optim_wrapper.optimizer,
-                     paramwise_cfg=_base_.optim_wrapper.paramwise_cfg)
+    backbone=dict(arch='base', drop_path_rate=0.7,
+                  init_cfg=dict(checkpoint='checkpoints/datpp-base_in1k_224.pth')),
+    decode_head=dict(in_channels=[128, 256, 512, 1024]),
+    auxiliary_head=dict(in_channels=512))

@@ -5,5 +5,6 @@ Each task's configs import the one they need through ``custom_imports``:
 The backbone itself (``dat.models``) needs none of these libraries.
 """
 
-# The checkpoint hook of the DAT configs (AtomicCheckpointHook), registered with mmengine.
+# The checkpoint hook (AtomicCheckpointHook) and the optimizer wrapper constructor
+# (NoDecayKeywordsConstructor) of the DAT configs, registered with mmengine.
 import dat.engine  # noqa: F401,E402

@@ -6,12 +6,12 @@ After ``import dat.adapters.mmpretrain``::
 
     >>> import mmpretrain
     >>> mmpretrain.list_models('dat-*')
-    ['dat-base_8xb128_in1k', 'dat-base_8xb24_in1k-384px', 'dat-small_8xb128_in1k',
-     'dat-tiny_8xb128_in1k']
+    ['dat-base_8xb128-amp_in1k', 'dat-base_8xb24-amp_in1k-384px', 'dat-small_8xb128-amp_in1k',
+     'dat-tiny_8xb128-amp_in1k']
     >>> mmpretrain.list_models('datpp*')
-    ['datpp-base_8xb24_in1k-384px', 'datpp-base_8xb64_in1k', 'datpp-small_8xb128_in1k',
-     'datpp-tiny_8xb128_in1k']
-    >>> model = mmpretrain.get_model('dat-tiny_8xb128_in1k', pretrained='dat-tiny.pth')
+    ['datpp-base_8xb24-amp_in1k-384px', 'datpp-base_8xb64-amp_in1k', 'datpp-small_8xb128-amp_in1k',
+     'datpp-tiny_8xb128-amp_in1k']
+    >>> model = mmpretrain.get_model('dat-tiny_8xb128-amp_in1k', pretrained='dat-tiny.pth')
 
 The hub gets the models of ``configs/dat/metafile.yml`` and ``configs/datpp/metafile.yml``
 (listed with the other metafiles in the repository's ``model-index.yml``). It needs the

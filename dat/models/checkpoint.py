@@ -377,8 +377,9 @@ def load_weights(model: nn.Module,
 
 
 def build_dat_backbone(backbone_cfg: Mapping) -> nn.Module:
-    """A :class:`DAT` or :class:`DATPlusPlus` from a config's ``model.backbone``, without
-    its ``init_cfg`` (so that nothing is loaded from the config's pretrained path)."""
+    """A :class:`DAT` or :class:`DATPlusPlus` from a config's ``model.backbone`` (its
+    ``type`` may carry a registry scope, e.g. ``'mmdet.DAT'``), without its ``init_cfg``
+    (so that nothing is loaded from the config's pretrained path)."""
     from . import backbones
 
     kwargs = dict(backbone_cfg)
@@ -387,5 +388,4 @@ def build_dat_backbone(backbone_cfg: Mapping) -> nn.Module:
     if kind.split('.')[-1] not in classes:
         raise ValueError(f'the backbone type is {kind!r}, not one of {sorted(classes)}')
     kwargs.pop('init_cfg', None)
-    kwargs.pop('_delete_', None)
     return classes[kind.split('.')[-1]](**kwargs)

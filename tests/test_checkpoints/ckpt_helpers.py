@@ -7,14 +7,13 @@ import textwrap
 from pathlib import Path
 
 import torch
-from mini_configs import TINY_CLASSIFIER_CONFIG
+from mini_configs import DAT_ARCH_AS_RELEASED, TINY_CLASSIFIER_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
 
 # The scaled-down DAT of TINY_CLASSIFIER_CONFIG, and that classifier with a test set for
 # tools/test.py (which refuses a bad checkpoint before it looks at the data).
-ARCH = dict(embed_dims=[16, 32, 64, 64], depths=[1, 1, 2, 2], num_heads=[1, 2, 4, 4],
-            groups=[-1, -1, 2, 2], block_types=['L', 'S', 'LD', 'LD'])
+ARCH = DAT_ARCH_AS_RELEASED
 CLS_CONFIG = TINY_CLASSIFIER_CONFIG + """
 test_dataloader = dict(batch_size=1, sampler=dict(type='DefaultSampler', shuffle=False),
                        dataset=dict(type='CustomDataset', data_root='nowhere',

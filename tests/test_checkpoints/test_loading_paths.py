@@ -172,8 +172,8 @@ def test_get_model_refuses_weights_of_another_size(tmp_path):
     import dat.adapters.mmpretrain  # noqa: F401
     from dat.models.checkpoint import partial_load
     tiny = tmp_path / 'dat-tiny.pth'
-    torch.save({'state_dict': get_model('dat-tiny_8xb128_in1k').state_dict()}, tiny)
-    config = str(REPO / 'configs/dat/dat-small_8xb128_in1k.py')
+    torch.save({'state_dict': get_model('dat-tiny_8xb128-amp_in1k').state_dict()}, tiny)
+    config = str(REPO / 'configs/dat/dat-small_8xb128-amp_in1k.py')
     with pytest.raises(CheckpointError) as error:
         get_model(config, pretrained=str(tiny))
     message = str(error.value)

@@ -12,11 +12,11 @@ from mmengine.registry import init_default_scope
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = {
     # name: (arch, drop path, lr, weight decay, warm-up, epochs, total batch, params)
-    'datpp-tiny_8xb128_in1k': ('tiny', 0.2, 5e-4 * 2, 0.05, 20, 300, 1024, 23_962_876),
-    'datpp-small_8xb128_in1k': ('small', 0.4, 5e-4 * 2, 0.05, 20, 300, 1024, 53_127_366),
-    'datpp-base_8xb64_in1k': ('base', 0.7, 5e-4, 0.05, 20, 300, 512, 93_690_640),
-    'datpp-base_8xb24_in1k-384px': ('base', 0.6, 2e-5 * 192 / 512, 1e-8, 0, 30, 192,
-                                    93_690_640),
+    'datpp-tiny_8xb128-amp_in1k': ('tiny', 0.2, 5e-4 * 2, 0.05, 20, 300, 1024, 23_962_876),
+    'datpp-small_8xb128-amp_in1k': ('small', 0.4, 5e-4 * 2, 0.05, 20, 300, 1024, 53_127_366),
+    'datpp-base_8xb64-amp_in1k': ('base', 0.7, 5e-4, 0.05, 20, 300, 512, 93_690_640),
+    'datpp-base_8xb24-amp_in1k-384px': ('base', 0.6, 2e-5 * 192 / 512, 1e-8, 0, 30, 192,
+                                        93_690_640),
 }
 
 

@@ -14,10 +14,10 @@ CONFIGS = {
     # name: (arch, img_size, window, drop_path, lr, weight decay, warm-up epochs, epochs,
     #        gradient clipping: TRAIN.CLIP_GRAD of the 2022 configs, 5.0 by default and
     #        1.0 in dat_base.yaml)
-    'dat-tiny_8xb128_in1k': ('tiny', 224, 7, 0.2, 5e-4 * 2, 0.05, 20, 300, 5.0),
-    'dat-small_8xb128_in1k': ('small', 224, 7, 0.3, 5e-4 * 2, 0.05, 20, 300, 5.0),
-    'dat-base_8xb128_in1k': ('base', 224, 7, 0.5, 4e-4 * 2, 0.05, 50, 300, 1.0),
-    'dat-base_8xb24_in1k-384px': ('base', 384, 12, 0.5, 2e-6 * 192 / 512, 1e-8, 0, 30, 5.0),
+    'dat-tiny_8xb128-amp_in1k': ('tiny', 224, 7, 0.2, 5e-4 * 2, 0.05, 20, 300, 5.0),
+    'dat-small_8xb128-amp_in1k': ('small', 224, 7, 0.3, 5e-4 * 2, 0.05, 20, 300, 5.0),
+    'dat-base_8xb128-amp_in1k': ('base', 224, 7, 0.5, 4e-4 * 2, 0.05, 50, 300, 1.0),
+    'dat-base_8xb24-amp_in1k-384px': ('base', 384, 12, 0.5, 2e-6 * 192 / 512, 1e-8, 0, 30, 5.0),
 }
 
 

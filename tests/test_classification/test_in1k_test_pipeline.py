@@ -16,8 +16,8 @@ import torch
 from mmengine.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = ['dat-tiny_8xb128_in1k', 'dat-small_8xb128_in1k', 'dat-base_8xb128_in1k',
-           'dat-base_8xb24_in1k-384px']
+CONFIGS = ['dat-tiny_8xb128-amp_in1k', 'dat-small_8xb128-amp_in1k', 'dat-base_8xb128-amp_in1k',
+           'dat-base_8xb24-amp_in1k-384px']
 # Crops (left, upper, right, lower) of matplotlib's 512x600 sample photograph.
 CROPS = {'wide': (0, 100, 512, 400), 'tall': (120, 0, 380, 600),
          'square': (0, 44, 512, 556), 'small': (100, 100, 300, 250)}

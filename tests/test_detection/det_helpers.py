@@ -4,22 +4,16 @@ import json
 from pathlib import Path
 
 import numpy as np
+from mini_configs import DAT_ARCH, DATPP_ARCH
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIRS = ('retinanet', 'mask_rcnn', 'cascade_rcnn')
 
-# Scaled-down DAT with every block kind; strides 4..32 like the real ones.
-MINI_ARCH = dict(embed_dims=[16, 32, 64, 64], depths=[1, 1, 2, 2], num_heads=[1, 2, 4, 4],
-                 groups=[-1, -1, 2, 2], block_types=['L', 'S', 'LD', 'SD'])
-MINI_BACKBONE = dict(arch=MINI_ARCH, img_size=64, window_size=[4, 4, 4, 2],
+# Scaled-down DAT and DAT++ backbones (tests/mini_configs.py); strides 4..32 like the real ones.
+MINI_BACKBONE = dict(arch=DAT_ARCH, img_size=64, window_size=[4, 4, 4, 2],
                      drop_path_rate=0.1, init_cfg=None)
-
-
-# Scaled-down DAT++ with both block kinds (min input 33 px).
-MINI_PP_ARCH = dict(embed_dims=[16, 32, 64, 64], depths=[1, 1, 2, 2], num_heads=[1, 2, 4, 4],
-                    groups=[1, 1, 2, 2], block_types=['N', 'D', 'ND', 'DD'])
-MINI_PP_BACKBONE = dict(arch=MINI_PP_ARCH, img_size=64, drop_path_rate=0.1, init_cfg=None)
+MINI_PP_BACKBONE = dict(arch=DATPP_ARCH, img_size=64, drop_path_rate=0.1, init_cfg=None)
 
 
 def detection_configs(family: str = 'dat'):

@@ -24,17 +24,17 @@ DIMS = {'tiny': [64, 128, 256, 512], 'small': [96, 192, 384, 768],
         'base': [128, 256, 512, 1024]}
 # name: (authors' config, drop path, lr for their 64 images, mixed precision)
 RELEASE = {
-    'retinanet_datpp-tiny_fpn_ms-crop-1x_coco': ('rtn_tiny_1x_4n_dp00_lr2', 0.0, 2e-4, True),
-    'retinanet_datpp-tiny_fpn_ms-crop-3x_coco': ('rtn_tiny_3x_4n_dp02_lr2', 0.2, 2e-4, True),
-    'retinanet_datpp-small_fpn_ms-crop-1x_coco': ('rtn_small_1x_4n_dp01_lr2', 0.1, 2e-4, True),
-    'retinanet_datpp-small_fpn_ms-crop-3x_coco': ('rtn_small_3x_4n_dp05_lr2', 0.5, 2e-4, True),
-    'mask-rcnn_datpp-tiny_fpn_ms-crop-1x_coco': ('mrcn_tiny_1x_4n_dp00_lr4', 0.0, 4e-4, True),
-    'mask-rcnn_datpp-tiny_fpn_ms-crop-3x_coco': ('mrcn_tiny_3x_4n_dp03_lr4', 0.3, 4e-4, True),
-    'mask-rcnn_datpp-small_fpn_ms-crop-1x_coco': ('mrcn_small_1x_4n_dp01_lr4', 0.1, 4e-4, True),
-    'mask-rcnn_datpp-small_fpn_ms-crop-3x_coco': ('mrcn_small_3x_4n_dp05_lr4', 0.5, 4e-4, True),
-    'cascade-mask-rcnn_datpp-tiny_fpn_ms-crop-1x_coco':
+    'retinanet_datpp-tiny_fpn_amp-ms-crop-1x_coco': ('rtn_tiny_1x_4n_dp00_lr2', 0.0, 2e-4, True),
+    'retinanet_datpp-tiny_fpn_amp-ms-crop-3x_coco': ('rtn_tiny_3x_4n_dp02_lr2', 0.2, 2e-4, True),
+    'retinanet_datpp-small_fpn_amp-ms-crop-1x_coco': ('rtn_small_1x_4n_dp01_lr2', 0.1, 2e-4, True),
+    'retinanet_datpp-small_fpn_amp-ms-crop-3x_coco': ('rtn_small_3x_4n_dp05_lr2', 0.5, 2e-4, True),
+    'mask-rcnn_datpp-tiny_fpn_amp-ms-crop-1x_coco': ('mrcn_tiny_1x_4n_dp00_lr4', 0.0, 4e-4, True),
+    'mask-rcnn_datpp-tiny_fpn_amp-ms-crop-3x_coco': ('mrcn_tiny_3x_4n_dp03_lr4', 0.3, 4e-4, True),
+    'mask-rcnn_datpp-small_fpn_amp-ms-crop-1x_coco': ('mrcn_small_1x_4n_dp01_lr4', 0.1, 4e-4, True),
+    'mask-rcnn_datpp-small_fpn_amp-ms-crop-3x_coco': ('mrcn_small_3x_4n_dp05_lr4', 0.5, 4e-4, True),
+    'cascade-mask-rcnn_datpp-tiny_fpn_amp-ms-crop-1x_coco':
         ('cmrcn_tiny_1x_4n_dp00_lr4', 0.0, 4e-4, True),
-    'cascade-mask-rcnn_datpp-tiny_fpn_ms-crop-3x_coco':
+    'cascade-mask-rcnn_datpp-tiny_fpn_amp-ms-crop-3x_coco':
         ('cmrcn_tiny_3x_4n_dp01_lr4', 0.1, 4e-4, True),
     'cascade-mask-rcnn_datpp-small_fpn_ms-crop-3x_coco':
         ('cmrcn_small_3x_4n_dp05_lr4', 0.5, 4e-4, False),
@@ -133,7 +133,7 @@ def test_upgrade_tool(tmp_path, datpp_backbone_layouts):
 
     import dat.adapters.mmdet  # noqa: F401
     init_default_scope('mmdet')
-    config = 'configs/retinanet/retinanet_datpp-tiny_fpn_ms-crop-1x_coco.py'
+    config = 'configs/retinanet/retinanet_datpp-tiny_fpn_amp-ms-crop-1x_coco.py'
     cfg = Config.fromfile(REPO / config)
     cfg.model.backbone.init_cfg = None
     with torch.device('meta'):
@@ -149,7 +149,7 @@ def test_upgrade_tool(tmp_path, datpp_backbone_layouts):
     saved = torch.load(dst, weights_only=True)
     assert saved['meta']['dataset_meta'] == dict(classes=['person', 'bicycle'])
 
-    mask_rcnn = REPO / 'configs/mask_rcnn/mask-rcnn_datpp-tiny_fpn_ms-crop-1x_coco.py'
+    mask_rcnn = REPO / 'configs/mask_rcnn/mask-rcnn_datpp-tiny_fpn_amp-ms-crop-1x_coco.py'
     out = subprocess.run([sys.executable, str(tool), str(src), str(tmp_path / 'x.pth'),
                           '--config', str(mask_rcnn)], capture_output=True, text=True, cwd=REPO)
     assert out.returncode != 0 and 'does not fit' in out.stderr and 'rpn_head' in out.stderr
@@ -164,7 +164,7 @@ def test_dist_train_then_test(tmp_path):
     make_coco(tmp_path / 'data', 4, classes)
     config = tmp_path / 'config.py'
     config.write_text(small_config_text(
-        'configs/mask_rcnn/mask-rcnn_datpp-tiny_fpn_ms-crop-1x_coco.py', tmp_path / 'data',
+        'configs/mask_rcnn/mask-rcnn_datpp-tiny_fpn_amp-ms-crop-1x_coco.py', tmp_path / 'data',
         classes, backbone=MINI_PP_BACKBONE))
     work_dir = tmp_path / 'work'
     run(['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir', str(work_dir),

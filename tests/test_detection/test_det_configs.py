@@ -30,10 +30,10 @@ def test_every_detector_of_the_issue_has_a_recipe():
     names = {Path(c).stem for c in CONFIGS}
     expected = {f'{det}_dat-{arch}_fpn_{sched}_coco'
                 for det in ('retinanet', 'mask-rcnn') for arch in ('tiny', 'small')
-                for sched in ('1x', 'ms-crop-3x')}
-    expected |= {f'cascade-mask-rcnn_dat-{arch}_fpn_ms-crop-3x_coco'
+                for sched in ('amp-1x', 'amp-ms-crop-3x')}
+    expected |= {f'cascade-mask-rcnn_dat-{arch}_fpn_amp-ms-crop-3x_coco'
                  for arch in ('tiny', 'small', 'base')}
-    expected.add('cascade-mask-rcnn_dat-tiny_fpn_1x_coco')  # the paper's Cascade 1x row
+    expected.add('cascade-mask-rcnn_dat-tiny_fpn_amp-1x_coco')  # the paper's Cascade 1x row
     assert names == expected
 
 
@@ -41,13 +41,13 @@ def test_cascade_1x_is_the_3x_model_with_the_1x_data_and_schedule():
     """Cascade Mask R-CNN DAT-T 1x (paper: 49.1 box AP, 42.5 mask AP, 86 M parameters):
     the 3x model (4conv1fc heads with SyncBN and GIoU), single-scale training at 1333x800,
     12 epochs."""
-    one = load('configs/cascade_rcnn/cascade-mask-rcnn_dat-tiny_fpn_1x_coco.py')
-    three = load('configs/cascade_rcnn/cascade-mask-rcnn_dat-tiny_fpn_ms-crop-3x_coco.py')
+    one = load('configs/cascade_rcnn/cascade-mask-rcnn_dat-tiny_fpn_amp-1x_coco.py')
+    three = load('configs/cascade_rcnn/cascade-mask-rcnn_dat-tiny_fpn_amp-ms-crop-3x_coco.py')
     assert one.model == three.model
     heads = one.model.roi_head.bbox_head
     assert [(h.type, h.num_shared_convs, h.num_shared_fcs, h.norm_cfg.type, h.loss_bbox.type)
             for h in heads] == [('ConvFCBBoxHead', 4, 1, 'SyncBN', 'GIoULoss')] * 3
-    mask_rcnn = load('configs/mask_rcnn/mask-rcnn_dat-tiny_fpn_1x_coco.py')
+    mask_rcnn = load('configs/mask_rcnn/mask-rcnn_dat-tiny_fpn_amp-1x_coco.py')
     assert one.train_dataloader == mask_rcnn.train_dataloader
     assert [t.type for t in one.train_dataloader.dataset.pipeline] == [
         'LoadImageFromFile', 'LoadAnnotations', 'Resize', 'RandomFlip', 'PackDetInputs']
@@ -58,7 +58,7 @@ def test_cascade_1x_is_the_3x_model_with_the_1x_data_and_schedule():
 
 
 def test_cascade_dat_tiny_has_the_papers_86m_parameters():
-    model = build_detector('configs/cascade_rcnn/cascade-mask-rcnn_dat-tiny_fpn_1x_coco.py')
+    model = build_detector('configs/cascade_rcnn/cascade-mask-rcnn_dat-tiny_fpn_amp-1x_coco.py')
     assert sum(p.numel() for p in model.parameters()) == 85_660_588  # paper: 86 M
 
 
@@ -83,9 +83,9 @@ def test_config_follows_the_recipe(config):
     assert optim.optimizer == dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999),
                                    weight_decay=0.05)
     assert optim.paramwise_cfg.norm_decay_mult == 0.0
-    assert optim.paramwise_cfg.custom_keys == {
-        '.relative_position_bias_table': dict(decay_mult=0.0),
-        '.rpe_table': dict(decay_mult=0.0)}
+    # no decay on the position tables: the backbone's no_weight_decay_keywords, which this
+    # constructor reads (test_param_groups_skip_decay_on_norms_and_position_tables)
+    assert optim.constructor == 'NoDecayKeywordsConstructor'
     assert cfg.auto_scale_lr.base_batch_size == 16
 
     three_x = 'ms-crop-3x' in config
@@ -110,13 +110,14 @@ def test_param_groups_skip_decay_on_norms_and_position_tables():
 
     import dat.adapters.mmdet  # noqa: F401
     init_default_scope('mmdet')
-    cfg = load('configs/mask_rcnn/mask-rcnn_dat-tiny_fpn_1x_coco.py')
+    cfg = load('configs/mask_rcnn/mask-rcnn_dat-tiny_fpn_amp-1x_coco.py')
     cfg.model.backbone.init_cfg = None
     model = MODELS.build(cfg.model)
     # AmpOptimWrapper needs CUDA; the parameter groups do not depend on the wrapper
-    optim = build_optim_wrapper(model, dict(type='OptimWrapper',
-                                            optimizer=cfg.optim_wrapper.optimizer,
-                                            paramwise_cfg=cfg.optim_wrapper.paramwise_cfg))
+    optim_cfg = cfg.optim_wrapper.copy()
+    optim_cfg.type = 'OptimWrapper'
+    optim_cfg.pop('loss_scale')
+    optim = build_optim_wrapper(model, optim_cfg)
     decay = {id(p): g['weight_decay'] for g in optim.optimizer.param_groups for p in g['params']}
     named = dict(model.named_parameters())
     assert decay[id(named['backbone.stages.2.blocks.1.attn.rpe_table'])] == 0
@@ -169,7 +170,7 @@ def predict(model, height: int, width: int):
 
 
 def twin(config: str):
-    other = config.replace('_1x_', '_ms-crop-3x_')
+    other = config.replace('_amp-1x_', '_amp-ms-crop-3x_')
     return other if other != config and other in CONFIGS else None
 
 
@@ -195,8 +196,8 @@ def test_predict_at_800x1216_and_odd_size(config):
 
 
 @pytest.mark.parametrize('config', [
-    'configs/mask_rcnn/mask-rcnn_dat-tiny_fpn_ms-crop-3x_coco.py',
-    'configs/retinanet/retinanet_dat-tiny_fpn_ms-crop-3x_coco.py'], ids=['masks', 'boxes'])
+    'configs/mask_rcnn/mask-rcnn_dat-tiny_fpn_amp-ms-crop-3x_coco.py',
+    'configs/retinanet/retinanet_dat-tiny_fpn_amp-ms-crop-3x_coco.py'], ids=['masks', 'boxes'])
 def test_3x_augmentation_on_generated_coco(tmp_path, config):
     """The 3x train pipeline (multi-scale + DETR-style crop) on boxes and polygon masks."""
     import numpy as np

@@ -17,7 +17,7 @@ from dat.converters import convert_dat2022
 
 from det_helpers import small_config_text
 
-MASK_RCNN = 'configs/mask_rcnn/mask-rcnn_dat-tiny_fpn_1x_coco.py'
+MASK_RCNN = 'configs/mask_rcnn/mask-rcnn_dat-tiny_fpn_amp-1x_coco.py'
 
 
 @pytest.fixture(scope='module')

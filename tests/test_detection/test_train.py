@@ -42,8 +42,8 @@ def run(args, **kwargs):
 
 @pytest.mark.heavy
 @pytest.mark.parametrize('recipe,metrics', [
-    ('configs/mask_rcnn/mask-rcnn_dat-tiny_fpn_1x_coco.py', ('bbox', 'segm')),
-    ('configs/retinanet/retinanet_dat-tiny_fpn_1x_coco.py', ('bbox', )),
+    ('configs/mask_rcnn/mask-rcnn_dat-tiny_fpn_amp-1x_coco.py', ('bbox', 'segm')),
+    ('configs/retinanet/retinanet_dat-tiny_fpn_amp-1x_coco.py', ('bbox', )),
 ], ids=['mask_rcnn', 'retinanet'])
 def test_dist_train_then_test(tmp_path, recipe, metrics):
     make_coco(tmp_path / 'data', 4, CLASSES)
@@ -91,7 +91,7 @@ def test_loss_falls_on_one_easy_class(tmp_path):
     init_default_scope('mmdet')
     make_coco(tmp_path / 'data', 8, classes=('box', ), size=(128, 128), max_objects=2)
     config = tmp_path / 'config.py'
-    config.write_text(small_config_text('configs/retinanet/retinanet_dat-tiny_fpn_1x_coco.py',
+    config.write_text(small_config_text('configs/retinanet/retinanet_dat-tiny_fpn_amp-1x_coco.py',
                                         tmp_path / 'data', ('box', ), scale=(128, 128)))
     cfg = Config.fromfile(str(config))
     torch.manual_seed(0)

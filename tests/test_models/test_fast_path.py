@@ -12,14 +12,13 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from mini_configs import DAT_ARCH_2X as MINI
 
 from dat.models import DAT
 from dat.models.layers import (DeformableAttention, WindowAttention, attention_impl, fast_attention,
                                get_attention_impl, resolve_attention_impl, set_attention_impl)
 from dat.models.layers.deformable_attention import reference_points
 
-MINI = dict(embed_dims=[16, 32, 64, 64], depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 4],
-            groups=[-1, -1, 2, 2], block_types=['LS', 'LS', 'LD', 'SD'])
 RTOL = 1e-4
 
 
@@ -119,7 +118,7 @@ def test_window_attention(shift, size):
 @pytest.mark.parametrize('size', [(8, 8), (10, 13)])
 def test_deformable_attention(size):
     torch.manual_seed(0)
-    attn = DeformableAttention(64, 4, 2, (8, 8), stage_index=2).train()
+    attn = DeformableAttention(64, 4, 2, (8, 8), offset_kernel_size=5).train()
     with torch.no_grad():
         attn.rpe_table.normal_()  # a table that matters
     assert_paths_agree(attn, torch.randn(2, *size, 64))
@@ -137,7 +136,7 @@ def test_flex_training_on_cpu_switches_to_sdpa_clearly():
     """FlexAttention has no backward on the CPU: a 'flex' layer that needs gradients there
     warns once and runs SDPA (the reference numbers) from then on."""
     torch.manual_seed(0)
-    attn = DeformableAttention(64, 4, 2, (16, 16), stage_index=2, attn_impl='flex').train()
+    attn = DeformableAttention(64, 4, 2, (16, 16), offset_kernel_size=5, attn_impl='flex').train()
     x = torch.randn(1, 16, 16, 64)  # 256 keys: FlexAttention's range
     fast_attention._warned.clear()
     with pytest.warns(UserWarning, match="attn_impl 'flex': FlexAttention has no backward on "
@@ -176,7 +175,7 @@ def test_fast_bias_equals_position_bias(size):
     reference bias and the same gradients for the table and the positions."""
     torch.manual_seed(0)
     B, G, M, (H, W) = 2, 2, 4, size
-    attn = DeformableAttention(64, M, G, (8, 8), stage_index=2)
+    attn = DeformableAttention(64, M, G, (8, 8), offset_kernel_size=5)
     with torch.no_grad():
         attn.rpe_table.normal_()
     positions = random_positions(B, G, H, W).requires_grad_()
@@ -204,7 +203,7 @@ def test_flex_attention_forward_eager_cpu():
     (forward only: FlexAttention has no backward on the CPU)."""
     torch.manual_seed(0)
     B, G, M, H, W, d = 2, 2, 4, 16, 17, 16
-    attn = DeformableAttention(M * d, M, G, (16, 16), stage_index=2)
+    attn = DeformableAttention(M * d, M, G, (16, 16), offset_kernel_size=5)
     with torch.no_grad():
         attn.rpe_table.normal_()
     positions = random_positions(B, G, H, W)
@@ -327,8 +326,8 @@ def test_flex_recompile_limit_switches_to_sdpa(fresh_flex, monkeypatch):
     """Past FLEX_RECOMPILE_LIMIT graphs torch.compile raises (instead of running eager
     FlexAttention); the layer that hit it warns and runs SDPA."""
     monkeypatch.setattr(fast_attention, 'FLEX_RECOMPILE_LIMIT', 1)
-    attn = DeformableAttention(64, 4, 2, (16, 16), stage_index=2, attn_impl='flex').eval()
-    reference = DeformableAttention(64, 4, 2, (16, 16), stage_index=2,
+    attn = DeformableAttention(64, 4, 2, (16, 16), offset_kernel_size=5, attn_impl='flex').eval()
+    reference = DeformableAttention(64, 4, 2, (16, 16), offset_kernel_size=5,
                                     attn_impl='reference').eval()
     reference.load_state_dict(attn.state_dict())
     with torch.no_grad(), warnings.catch_warnings(record=True) as caught:

@@ -3,11 +3,9 @@ scaled-down UperNet config that inherits the released DAT-T recipe."""
 from pathlib import Path
 
 import numpy as np
+from mini_configs import DAT_ARCH_AS_RELEASED as MINI_ARCH
+from mini_configs import DATPP_ARCH
 from PIL import Image
-
-# DAT with the block pattern of the release (L/S in stages 1-2, L/D after), small sizes.
-MINI_ARCH = dict(embed_dims=[16, 32, 64, 64], depths=[1, 1, 2, 2], num_heads=[1, 2, 4, 4],
-                 groups=[-1, -1, 2, 2], block_types=['L', 'S', 'LD', 'LD'])
 
 
 def make_ade_layout(root: Path, num_train: int = 4, num_val: int = 2, seed: int = 0,
@@ -38,13 +36,12 @@ def make_ade_layout(root: Path, num_train: int = 4, num_val: int = 2, seed: int 
 
 
 # DAT++ with both block kinds, small sizes (min input 33 px).
-MINI_PP_BACKBONE = dict(arch=dict(embed_dims=[16, 32, 64, 64], depths=[1, 1, 2, 2],
-                                  num_heads=[1, 2, 4, 4], groups=[1, 1, 2, 2],
-                                  block_types=['N', 'D', 'ND', 'DD']), img_size=64)
+MINI_PP_BACKBONE = dict(arch=DATPP_ARCH, img_size=64)
 
 
 def write_mini_config(path: Path, repo_root: Path, data_root: Path, max_iters: int = 4,
-                      extra: str = '', recipe: str = 'upernet_dat-tiny_8xb2-160k_ade20k-512x512.py',
+                      extra: str = '',
+                      recipe: str = 'upernet_dat-tiny_8xb2-amp-160k_ade20k-512x512.py',
                       backbone: dict = None) -> Path:
     """A scaled-down UperNet: the DAT-T recipe file (or ``recipe`` in configs/upernet), with
     a mini DAT (or ``backbone``), narrow heads and 64 px crops on ``data_root`` (BN instead

@@ -25,8 +25,8 @@ DIMS = {'tiny': [64, 128, 256, 512], 'small': [96, 192, 384, 768],
         'base': [128, 256, 512, 1024]}
 # name: (authors' config, drop path, mixed precision)
 RELEASE = {
-    'upernet_datpp-tiny_8xb2-160k_ade20k-512x512': ('upn_tiny_160k_dp03_lr6', 0.3, True),
-    'upernet_datpp-small_8xb2-160k_ade20k-512x512': ('upn_small_160k_dp05_lr6', 0.5, True),
+    'upernet_datpp-tiny_8xb2-amp-160k_ade20k-512x512': ('upn_tiny_160k_dp03_lr6', 0.3, True),
+    'upernet_datpp-small_8xb2-amp-160k_ade20k-512x512': ('upn_small_160k_dp05_lr6', 0.5, True),
     'upernet_datpp-base_8xb2-160k_ade20k-512x512': ('upn_base_160k_dp07_lr6', 0.7, False),
     'fpn_datpp-tiny_8xb4-40k_ade20k-512x512': ('fpn_tiny_80k_dp04_lr2', 0.4, False),
     'fpn_datpp-small_8xb4-40k_ade20k-512x512': ('fpn_small_80k_dp04_lr2', 0.4, False),
@@ -89,7 +89,7 @@ def test_config_follows_the_release(config):
 
 
 def test_weight_decay_as_the_release():
-    cfg, model = build('configs/upernet/upernet_datpp-tiny_8xb2-160k_ade20k-512x512.py',
+    cfg, model = build('configs/upernet/upernet_datpp-tiny_8xb2-amp-160k_ade20k-512x512.py',
                        device='meta')
     optim_cfg = dict(cfg.optim_wrapper, type='OptimWrapper')
     optim_cfg.pop('loss_scale')
@@ -144,7 +144,7 @@ def test_dist_train_then_test(tmp_path):
     processes, then tools/test.py reports mIoU."""
     data_root = make_ade_layout(tmp_path / 'ade')
     config = write_mini_config(tmp_path / 'upernet_datpp_mini.py', REPO, data_root, 4,
-                               recipe='upernet_datpp-tiny_8xb2-160k_ade20k-512x512.py',
+                               recipe='upernet_datpp-tiny_8xb2-amp-160k_ade20k-512x512.py',
                                backbone=MINI_PP_BACKBONE)
     env = dict(os.environ, PORT=str(29500 + (os.getpid() + 7) % 1000))
     result = subprocess.run(['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir',

@@ -52,9 +52,9 @@ def attention_layers(model):
 
 
 @pytest.mark.parametrize('config', [
-    'configs/dat/dat-tiny_8xb128_in1k.py',
-    'configs/mask_rcnn/mask-rcnn_dat-tiny_fpn_1x_coco.py',
-    'configs/upernet/upernet_dat-tiny_8xb2-160k_ade20k-512x512.py'])
+    'configs/dat/dat-tiny_8xb128-amp_in1k.py',
+    'configs/mask_rcnn/mask-rcnn_dat-tiny_fpn_amp-1x_coco.py',
+    'configs/upernet/upernet_dat-tiny_8xb2-amp-160k_ade20k-512x512.py'])
 def test_config_attn_impl_reaches_every_layer(config):
     cfg = Config.fromfile(os.path.join(REPO, config))
     assert cfg.model.backbone.attn_impl == 'auto'  # recorded in the config

@@ -58,12 +58,12 @@ def test_bad_arguments(bench, capsys):
 def test_config_cli_with_profile(repo_root):
     result = subprocess.run(
         [sys.executable, 'tools/analysis_tools/benchmark.py', '--config',
-         'configs/dat/dat-tiny_8xb128_in1k.py', '--img-size', '64', '--mode', 'inference',
+         'configs/dat/dat-tiny_8xb128-amp_in1k.py', '--img-size', '64', '--mode', 'inference',
          '--profile', '--profile-rows', '5'] + FAST,
         cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     (record, ) = json_lines(result.stdout)  # stdout is JSON lines only
-    assert record['model'] == 'dat-tiny_8xb128_in1k' and record['mode'] == 'inference'
+    assert record['model'] == 'dat-tiny_8xb128-amp_in1k' and record['mode'] == 'inference'
     assert 'top ops by self_cpu_time_total' in result.stderr
     assert 'aten::' in result.stderr
 

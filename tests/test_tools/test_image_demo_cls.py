@@ -56,7 +56,7 @@ def test_top5_with_checkpoint(demo, files, monkeypatch, capsys):
 
 
 def test_model_name_random_weights(demo, files, monkeypatch, capsys):
-    demo(monkeypatch, files / 'img.jpg', 'dat-tiny_8xb128_in1k')
+    demo(monkeypatch, files / 'img.jpg', 'dat-tiny_8xb128-amp_in1k')
     out = capsys.readouterr().out
     assert 'random weights' in out
     rows = top5(out)

@@ -7,7 +7,7 @@ import sys
 import cv2
 import numpy as np
 
-CONFIG = 'configs/upernet/upernet_dat-tiny_8xb2-160k_ade20k-512x512.py'
+CONFIG = 'configs/upernet/upernet_dat-tiny_8xb2-amp-160k_ade20k-512x512.py'
 
 
 def test_ade20k_names_and_colours(repo_root, tmp_path):

@@ -21,7 +21,7 @@ import dat
 REPO = Path(__file__).resolve().parents[2]
 
 CHILD_CONFIG = """
-_base_ = ['dat::dat/dat-tiny_8xb128_in1k.py']
+_base_ = ['dat::dat/dat-tiny_8xb128-amp_in1k.py']
 model = dict(head=dict(num_classes=10))
 """
 
@@ -95,7 +95,7 @@ def installed(tmp_path_factory):
 
 def test_wheel_carries_configs_tools_and_model_index(installed):
     mim = installed['package'] / '.mim'
-    assert (mim / 'configs' / 'dat' / 'dat-tiny_8xb128_in1k.py').is_file()
+    assert (mim / 'configs' / 'dat' / 'dat-tiny_8xb128-amp_in1k.py').is_file()
     assert (mim / 'configs' / '_base_' / 'default_runtime.py').is_file()
     assert (mim / 'tools' / 'train.py').is_file() and (mim / 'tools' / 'test.py').is_file()
     assert (mim / 'model-index.yml').read_text() == (REPO / 'model-index.yml').read_text()
@@ -119,7 +119,7 @@ def test_mim_search_lists_the_models(installed):
               env=installed['env']).stdout
     expected = {model['Name'] for metafile in sorted(REPO.glob('configs/*/metafile.yml'))
                 for model in yaml.safe_load(metafile.read_text())['Models']}
-    assert 'dat-tiny_8xb128_in1k' in expected and 'mask-rcnn_dat-tiny_fpn_1x_coco' in expected
+    assert {'dat-tiny_8xb128-amp_in1k', 'mask-rcnn_dat-tiny_fpn_amp-1x_coco'} <= expected
     assert set(re.findall(r'^config id: (\S+)$', out, re.M)) == expected, out[-3000:]
 
 
@@ -159,7 +159,7 @@ def test_editable_install_serves_dat_configs(tmp_path):
     (tmp_path / 'my_dat.py').write_text(CHILD_CONFIG)
     cfg = Config.fromfile(tmp_path / 'my_dat.py')
     assert cfg.model.backbone.arch == 'tiny' and cfg.model.head.num_classes == 10
-    base = Config.fromfile(REPO / 'configs' / 'dat' / 'dat-tiny_8xb128_in1k.py')
+    base = Config.fromfile(REPO / 'configs' / 'dat' / 'dat-tiny_8xb128-amp_in1k.py')
     # read as if inherited by its path: the same settings, in the config's own scope
     # (mmengine would mark them _scope_='dat', a scope without registries)
     assert cfg.default_scope == 'mmpretrain'

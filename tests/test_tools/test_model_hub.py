@@ -6,10 +6,10 @@ import yaml
 
 import dat.adapters.mmpretrain  # noqa: F401  (registers the model index)
 
-NAMES = ['dat-base_8xb128_in1k', 'dat-base_8xb24_in1k-384px', 'dat-small_8xb128_in1k',
-         'dat-tiny_8xb128_in1k']
-DATPP_NAMES = ['datpp-base_8xb24_in1k-384px', 'datpp-base_8xb64_in1k', 'datpp-small_8xb128_in1k',
-               'datpp-tiny_8xb128_in1k']
+NAMES = ['dat-base_8xb128-amp_in1k', 'dat-base_8xb24-amp_in1k-384px',
+         'dat-small_8xb128-amp_in1k', 'dat-tiny_8xb128-amp_in1k']
+DATPP_NAMES = ['datpp-base_8xb24-amp_in1k-384px', 'datpp-base_8xb64-amp_in1k',
+               'datpp-small_8xb128-amp_in1k', 'datpp-tiny_8xb128-amp_in1k']
 
 
 @pytest.fixture(scope='module')
@@ -56,7 +56,7 @@ def tiny_checkpoint(tmp_path_factory):
     """A DAT-T checkpoint whose head prefers class 207 (golden retriever)."""
     from mmpretrain import get_model
     torch.manual_seed(1)
-    model = get_model('dat-tiny_8xb128_in1k')
+    model = get_model('dat-tiny_8xb128-amp_in1k')
     state = model.state_dict()
     state['head.fc.bias'] = torch.zeros(1000).index_fill_(0, torch.tensor([207]), 50.0)
     path = tmp_path_factory.mktemp('hub') / 'dat-tiny.pth'
@@ -78,7 +78,7 @@ def no_download(monkeypatch):
 def test_get_model_pretrained_path(tiny_checkpoint, no_download):
     from mmpretrain import get_model
     path, state = tiny_checkpoint
-    model = get_model('dat-tiny_8xb128_in1k', pretrained=str(path))
+    model = get_model('dat-tiny_8xb128-amp_in1k', pretrained=str(path))
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, state[key], rtol=0, atol=0)
 
@@ -89,7 +89,7 @@ def test_inferencer_by_name(tiny_checkpoint, no_download, tmp_path):
     path, _ = tiny_checkpoint
     img = tmp_path / 'img.jpg'
     cv2.imwrite(str(img), np.random.default_rng(0).integers(0, 255, (200, 260, 3), np.uint8))
-    inferencer = ImageClassificationInferencer('dat-tiny_8xb128_in1k', pretrained=str(path))
+    inferencer = ImageClassificationInferencer('dat-tiny_8xb128-amp_in1k', pretrained=str(path))
     (result, ) = inferencer(str(img))
     assert result['pred_label'] == 207
     assert result['pred_class'] == 'golden retriever'
@@ -99,7 +99,7 @@ def test_inferencer_by_name(tiny_checkpoint, no_download, tmp_path):
 def test_missing_checkpoint_path(tmp_path, no_download):
     from mmpretrain import get_model
     with pytest.raises(FileNotFoundError, match='missing.pth'):
-        get_model('dat-tiny_8xb128_in1k', pretrained=str(tmp_path / 'missing.pth'))
+        get_model('dat-tiny_8xb128-amp_in1k', pretrained=str(tmp_path / 'missing.pth'))
 
 
 def test_unknown_name():

@@ -4,13 +4,12 @@ import re
 import numpy as np
 import pytest
 import torch
+from mini_configs import DAT_ARCH as ARCH
 
 from dat.models import DAT
 
 onnxruntime = pytest.importorskip('onnxruntime')
 
-ARCH = dict(embed_dims=[16, 32, 64, 64], depths=[1, 1, 2, 2], num_heads=[1, 2, 4, 4],
-            groups=[-1, -1, 2, 2], block_types=['L', 'S', 'LD', 'SD'])
 BACKBONE = f"dict(type='DAT', arch={ARCH!r}, img_size=64, window_size=4, out_indices=OUT)"
 CLS_CONFIG = f"""
 default_scope = 'mmpretrain'
@@ -100,7 +99,7 @@ def test_backbone_checkpoint_must_fit(tool, mini, tmp_path):
 
 def test_dat_tiny_224(tool, repo_root, tmp_path, capsys):
     out = tmp_path / 'dat-tiny.onnx'
-    tool.main([str(repo_root / 'configs/dat/dat-tiny_8xb128_in1k.py'), '--shape', '224', '224',
+    tool.main([str(repo_root / 'configs/dat/dat-tiny_8xb128-amp_in1k.py'), '--shape', '224', '224',
                '--out', str(out), '--dynamic'])
     text = capsys.readouterr().out
     diffs = printed_differences(text)

@@ -1,4 +1,5 @@
-"""tools/visualization/vis_deform_points.py on a scaled-down DAT and a generated image."""
+"""tools/visualization/vis_deform_points.py on a scaled-down DAT (and DAT++) and a generated
+image."""
 import json
 import math
 
@@ -6,15 +7,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from mini_configs import DAT_ARCH, DATPP_ARCH
 
-from dat.models import DAT
+from dat.models import DAT, DATPlusPlus
 
-ARCH = dict(embed_dims=[16, 32, 64, 64], depths=[1, 1, 2, 2], num_heads=[1, 2, 4, 4],
-            groups=[-1, -1, 2, 2], block_types=['L', 'S', 'DD', 'LD'])
+ARCH = dict(DAT_ARCH, block_types=['L', 'S', 'DD', 'LD'])
+PREPROCESSOR = 'data_preprocessor = dict(mean=[120.0, 110.0, 100.0], std=[60.0, 50.0, 40.0])'
 CONFIG = f"""
 model = dict(backbone=dict(type='DAT', arch={ARCH!r}, img_size=64, window_size=4,
                            out_indices=(3, )))
-data_preprocessor = dict(mean=[120.0, 110.0, 100.0], std=[60.0, 50.0, 40.0])
+{PREPROCESSOR}
 """
 MEAN, STD = np.array([120.0, 110.0, 100.0]), np.array([60.0, 50.0, 40.0])
 IMAGE_HW = (80, 112)  # resized to 64 x 90 (short side 64): stage-2 map 4 x 5
@@ -150,3 +152,34 @@ def test_input_errors(tool, mini, tmp_path):
                other)
     with pytest.raises(SystemExit, match='does not fit the backbone'):
         tool.main([mini['img'], mini['config'], str(other), '--out', out])
+
+
+def test_datpp_keys_on_their_strided_grid(tool, mini, tmp_path):
+    """DAT++: the keys (a strided grid) are sampled from the queries' map, and a cell of
+    stage s is centred on input pixel i * 4 * 2**s (3x3 stride-2 convolutions)."""
+    config, ckpt = tmp_path / 'datpp.py', tmp_path / 'datpp.pth'
+    config.write_text(f"model = dict(backbone=dict(type='DATPlusPlus', arch={DATPP_ARCH!r}, "
+                      f'img_size=64))\n{PREPROCESSOR}\n')
+    torch.manual_seed(3)
+    model = DATPlusPlus(DATPP_ARCH, img_size=64).eval()
+    torch.save({'state_dict': model.state_dict()}, ckpt)
+    dump = tmp_path / 'datpp.json'
+    tool.main([mini['img'], str(config), str(ckpt), '--stage', '1', '--query', '3', '5',
+               '--out', str(tmp_path / 'datpp.png'), '--dump', str(dump)])
+    panel = json.loads(dump.read_text())['panels'][0]
+    rgb = cv2.cvtColor(cv2.imread(mini['img']), cv2.COLOR_BGR2RGB)
+    rgb = cv2.resize(rgb, (90, 64), interpolation=cv2.INTER_LINEAR)
+    x = torch.from_numpy(((rgb - MEAN) / STD).astype(np.float32)).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        info = model.forward_with_deform_info(x)[1]['stage1.block0']
+    # stage 1 of a 64 x 90 input: an 8 x 12 map; keys every 4 cells: 2 x 3
+    assert info['feature_size'] == (8, 12) and info['positions'].shape == (1, 1, 2, 3, 2)
+    assert panel['block'] == 'stage1.block0' and panel['feature_size'] == [8, 12]
+    index = (info['positions'][0, 0] + 1) / 2 * torch.tensor([7.0, 11.0])
+    expect = (index * 8 + 0.5) * torch.tensor([80 / 64, 112 / 90]) - 0.5
+    keys = torch.tensor(panel['groups'][0]['keys_xy'])
+    torch.testing.assert_close(keys, expect.flip(-1).reshape(-1, 2), atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.tensor(panel['groups'][0]['weights']),
+                               info['attn_weights'][0, :, 3 * 12 + 5].mean(0), atol=1e-6, rtol=0)
+    assert panel['query_xy'] == pytest.approx([(5 * 8 + 0.5) * 112 / 90 - 0.5,
+                                               (3 * 8 + 0.5) * 80 / 64 - 0.5])

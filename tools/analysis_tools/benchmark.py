@@ -7,7 +7,7 @@
     # reference vs SDPA attention, and timm's Swin of the same size side by side
     python tools/analysis_tools/benchmark.py --arch tiny --impl reference --compare swin
     # a model from a config (run in 'tensor' mode), with a profile of the top ops
-    python tools/analysis_tools/benchmark.py --config configs/dat/dat-tiny_8xb128_in1k.py \\
+    python tools/analysis_tools/benchmark.py --config configs/dat/dat-tiny_8xb128-amp_in1k.py \\
         --device cpu --batch-size 2 --iters 3 --profile
 
 A training step is forward, cross-entropy on random labels (for ``--config``: the sum of the

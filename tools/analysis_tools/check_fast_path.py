@@ -103,7 +103,7 @@ def check_flex_kernel(size, dtype: str, args) -> bool:
     from dat.models.layers.deformable_attention import reference_points
     device, (H, W), (B, G, M, d) = args.device, size, (2, 3, 12, 32)
     torch.manual_seed(0)
-    attn = DeformableAttention(M * d, M, G, (H, W), stage_index=2).to(device)
+    attn = DeformableAttention(M * d, M, G, (H, W), offset_kernel_size=5).to(device)
     with torch.no_grad():
         attn.rpe_table.normal_()
     refs = reference_points(H, W, torch.float32, device)

@@ -1,6 +1,6 @@
 """Count the parameters and FLOPs of a model built from a config.
 
-    python tools/analysis_tools/get_flops.py configs/dat/dat-tiny_8xb128_in1k.py
+    python tools/analysis_tools/get_flops.py configs/dat/dat-tiny_8xb128-amp_in1k.py
     python tools/analysis_tools/get_flops.py CONFIG --shape 800 1216
 
 FLOPs follow the fvcore convention that the DAT paper uses (mmengine's FlopAnalyzer is

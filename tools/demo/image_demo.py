@@ -1,9 +1,9 @@
 """Run a DAT model on one image: classification, detection or segmentation.
 
     # classification: prints the top-5 classes with scores
-    python tools/demo/image_demo.py demo.jpg configs/dat/dat-tiny_8xb128_in1k.py \
+    python tools/demo/image_demo.py demo.jpg configs/dat/dat-tiny_8xb128-amp_in1k.py \
         --checkpoint dat-tiny_in1k.pth
-    python tools/demo/image_demo.py demo.jpg dat-tiny_8xb128_in1k --checkpoint CKPT
+    python tools/demo/image_demo.py demo.jpg dat-tiny_8xb128-amp_in1k --checkpoint CKPT
     # detection: draws the boxes (and masks)
     python tools/demo/image_demo.py demo.jpg configs/mask_rcnn/CONFIG.py CKPT --out-file out.jpg
     # segmentation: writes the coloured mask over the image

@@ -1,7 +1,7 @@
 """Export a DAT classifier, or a DAT backbone for dense tasks, to ONNX and check it.
 
     # classifier (config or model name): input (B, 3, H, W) normalised image -> logits
-    python tools/deployment/pytorch2onnx.py configs/dat/dat-tiny_8xb128_in1k.py \
+    python tools/deployment/pytorch2onnx.py configs/dat/dat-tiny_8xb128-amp_in1k.py \
         dat-tiny.pth --shape 224 224 --out dat-tiny.onnx
     # backbone alone (any task config), one output per stage in out_indices: feat0 .. feat3
     python tools/deployment/pytorch2onnx.py configs/upernet/CONFIG.py CKPT \
@@ -31,7 +31,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from dat.cli import fail
+from dat.adapters.builder import TensorMode
+from dat.cli import data_preprocessor, fail
 from dat.cli import load_config as load_config_file
 
 OPSET = 17
@@ -68,17 +69,6 @@ def load_config(config: str):
              "(see mmpretrain.list_models('dat*'))")
 
 
-class Classifier(nn.Module):
-    """Normalised image -> logits of an mmpretrain ImageClassifier."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x, mode='tensor')
-
-
 def build(cfg, checkpoint: Optional[str], backbone: bool):
     """The module to export and the names of its outputs."""
     from dat.models.checkpoint import build_dat_backbone, load_weights
@@ -102,7 +92,7 @@ def build(cfg, checkpoint: Optional[str], backbone: bool):
             load_weights(model, checkpoint, what='classifier of the config', logger=None)
     except ValueError as err:  # CheckpointError is one
         fail(str(err))
-    return Classifier(model).eval(), ['logits']
+    return TensorMode(model).eval(), ['logits']  # normalised image -> logits
 
 
 def export(module: nn.Module, x: torch.Tensor, out: str, output_names: List[str],
@@ -157,7 +147,7 @@ def main(argv: Optional[Sequence[str]] = None):
     options = ort.SessionOptions()
     options.log_severity_level = 3  # failures are reported below, not logged twice
     session = ort.InferenceSession(args.out, options, providers=['CPUExecutionProvider'])
-    preprocessor = cfg.get('data_preprocessor') or cfg.model.get('data_preprocessor') or {}
+    preprocessor = data_preprocessor(cfg)
     print(f'exported {args.out} (opset {args.opset}): input (1, 3, {height}, {width}) '
           f'normalised with mean={preprocessor.get("mean")} std={preprocessor.get("std")}; '
           f'outputs {output_names}')

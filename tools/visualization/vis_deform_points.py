@@ -1,7 +1,8 @@
-"""Draw where DAT's deformable attention looks: sampled keys, reference grid and query.
+"""Draw where the deformable attention of DAT or DAT++ looks: sampled keys, reference grid
+and query.
 
     python tools/visualization/vis_deform_points.py demo.jpg \
-        configs/dat/dat-tiny_8xb128_in1k.py dat-tiny.pth --stage 2 --block 5 \
+        configs/dat/dat-tiny_8xb128-amp_in1k.py dat-tiny.pth --stage 2 --block 5 \
         --query 6 8 --out deform.png
 
 For one D block and one query it draws, on the input image,
@@ -27,15 +28,19 @@ its short side is ``--short-side`` (default: the backbone's ``img_size``), norma
 the config's data preprocessor mean / std, and fed as is (no crop, no pad).
 
 Coordinates, exactly. A position ``p`` (y or x) in [-1, 1] is a ``grid_sample`` coordinate
-with ``align_corners=True`` over a feature map of ``n`` cells, so it reads the map at index
-``f = (p + 1) / 2 * (n - 1)``. Cell ``i`` of stage ``s`` is computed from the input pixels
-``[i * t, (i + 1) * t)`` with stride ``t = 4 * 2**s`` (non-overlapping patch convolutions),
-so ``f`` is at input pixel ``(f + 0.5) * t - 0.5`` (pixel centres at integers), and at image
-pixel ``(f + 0.5) * t * N_img / N_in - 0.5`` after undoing the resize (``N`` = the side's
-length in the image and in the network input). The query cell ``q`` is drawn at
-``f = q``. Note that the 2022 reference grid ``r_i = (i + 0.5) / n * 2 - 1`` is read with
+with ``align_corners=True`` over the block's feature map of ``n`` cells (the map of the
+queries; in DAT++ the keys are fewer, on a strided grid, but are sampled from that map), so
+it reads the map at index ``f = (p + 1) / 2 * (n - 1)``. The stage-``s`` map has stride
+``t = 4 * 2**s``. In DAT, cell ``i`` is computed from the input pixels ``[i * t, (i + 1) * t)``
+(non-overlapping patch convolutions), so ``f`` is at input pixel ``(f + 0.5) * t - 0.5``
+(pixel centres at integers); in DAT++, whose 3x3 stride-2 convolutions with padding 1
+centre cell ``i`` on input pixel ``i * t``, it is at ``f * t``. An input pixel ``x`` is at
+image pixel ``(x + 0.5) * N_img / N_in - 0.5`` after undoing the resize (``N`` = the side's
+length in the image and in the network input). The query cell ``q`` is drawn at ``f = q``.
+Note that the 2022 reference grid ``r_i = (i + 0.5) / n * 2 - 1`` is read with
 ``align_corners=True``, so the reference point of cell ``i`` sits slightly towards the map
-centre from the cell's centre; it is drawn where the model samples it.
+centre from the cell's centre (DAT++'s ``(i + 0.5) / (n_k - 1) * 2 - 1`` on its key grid);
+it is drawn where the model samples it.
 
 ``--dump FILE.json`` also writes every drawn coordinate (image pixels) and weight.
 """
@@ -49,12 +54,15 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from dat.cli import fail, load_config
+from dat.cli import data_preprocessor, fail, load_config
 
 #: Default mean / std (RGB, 0-255) when the config has no data preprocessor.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 PATCH_STRIDE = 4
+#: c in ``input pixel = (f + c) * t - c`` for cell index f of a map with stride t: the
+#: centre of what the cell sees (DAT: non-overlapping patches; DAT++: padded 3x3 convs).
+CELL_CENTRE = {'DAT': 0.5, 'DATPlusPlus': 0.0}
 PANELS_PER_ROW = 3
 #: Circle diameter, in cells of the feature map, of a key with the uniform weight 1 / keys;
 #: the area grows with the weight, up to MAX_DIAMETER.
@@ -64,9 +72,9 @@ MAX_DIAMETER = 1.6
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description='Draw the sampling points and attention of a DAT deformable block')
+        description='Draw the sampling points and attention of a DAT / DAT++ deformable block')
     parser.add_argument('img', help='image file')
-    parser.add_argument('config', help='config file with a DAT backbone (any task)')
+    parser.add_argument('config', help='config file with a DAT or DAT++ backbone (any task)')
     parser.add_argument('checkpoint', nargs='?', default=None,
                         help='checkpoint (keys backbone.* or bare backbone keys); '
                         'random weights if omitted')
@@ -102,7 +110,7 @@ def build_backbone(config: str, checkpoint: Optional[str]):
                          what=f'backbone of {config}', logger=None)
     except ValueError as err:  # CheckpointError is one
         fail(str(err))
-    preprocessor = cfg.get('data_preprocessor') or cfg.model.get('data_preprocessor') or {}
+    preprocessor = data_preprocessor(cfg)
     mean = preprocessor.get('mean', IMAGENET_MEAN)
     std = preprocessor.get('std', IMAGENET_STD)
     img_size = backbone_cfg.get('img_size', 224)
@@ -159,24 +167,24 @@ def salient_query(attn: torch.Tensor, width: int) -> Tuple[Tuple[int, int], floa
     return (index // width, index % width), float(entropy[index])
 
 
-def to_image(f: torch.Tensor, stride: int, image_size: Tuple[int, int],
+def to_image(f: torch.Tensor, stride: int, centre: float, image_size: Tuple[int, int],
              input_size: Tuple[int, int]) -> torch.Tensor:
     """Feature-map indices (..., 2) as (y, x) -> image pixels (..., 2) as (x, y)."""
-    scale = f.new_tensor([stride * image_size[0] / input_size[0],
-                          stride * image_size[1] / input_size[1]])
-    return ((f + 0.5) * scale - 0.5).flip(-1)
+    pixels = (f + centre) * stride - centre  # in the network input
+    scale = f.new_tensor([image_size[0] / input_size[0], image_size[1] / input_size[1]])
+    return ((pixels + 0.5) * scale - 0.5).flip(-1)
 
 
 def panel_data(info: Dict, key: str, query: Optional[Tuple[int, int]], stride: int,
-               image_size: Tuple[int, int], input_size: Tuple[int, int]) -> Dict:
+               centre: float, image_size: Tuple[int, int], input_size: Tuple[int, int]) -> Dict:
     """What one panel draws, in image pixels, from one block's ``forward_with_deform_info``."""
     positions = info['positions'][0].float()  # (G, Hk, Wk, 2), (y, x) in [-1, 1]
     references = info['references'][0, 0].float()  # (Hk, Wk, 2)
     attn = info['attn_weights'][0].float()  # (M, H*W, Hk*Wk)
     groups, key_h, key_w = positions.shape[:3]
     heads = attn.shape[0]
-    # Queries are the cells of the same map as the keys.
-    height, width = key_h, key_w
+    # The queries' map, from which the keys are sampled (DAT: Hk, Wk = H, W).
+    height, width = info['feature_size']
     if query is None:
         query, entropy = salient_query(attn, width)
         print(f'{key}: query (y, x) = {query} of the {height}x{width} map, picked as the most '
@@ -186,10 +194,10 @@ def panel_data(info: Dict, key: str, query: Optional[Tuple[int, int]], stride: i
     if not (0 <= qy < height and 0 <= qx < width):
         fail(f'query (y, x) = ({qy}, {qx}) is outside the {height}x{width} feature map of '
              f'{key.split(".")[0]} (0 <= y < {height}, 0 <= x < {width})')
-    sizes = positions.new_tensor([key_h - 1, key_w - 1])
-    keys_xy = to_image((positions + 1) / 2 * sizes, stride, image_size, input_size)
-    refs_xy = to_image((references + 1) / 2 * sizes, stride, image_size, input_size)
-    query_xy = to_image(positions.new_tensor([qy, qx]), stride, image_size, input_size)
+    sizes = positions.new_tensor([height - 1, width - 1])
+    keys_xy = to_image((positions + 1) / 2 * sizes, stride, centre, image_size, input_size)
+    refs_xy = to_image((references + 1) / 2 * sizes, stride, centre, image_size, input_size)
+    query_xy = to_image(positions.new_tensor([qy, qx]), stride, centre, image_size, input_size)
     weights = attn[:, qy * width + qx]  # (M, Hk*Wk)
     per_group = weights.reshape(groups, heads // groups, -1).mean(1)  # (G, Hk*Wk)
     cell = stride * min(image_size[0] / input_size[0], image_size[1] / input_size[1])
@@ -265,8 +273,9 @@ def main(argv: Optional[Sequence[str]] = None):
     except ValueError as err:  # an input smaller than DAT takes
         fail(f'{args.img}, resized to {tuple(x.shape[-2:])}: {err}')
     stride = PATCH_STRIDE * 2 ** stage
+    centre = CELL_CENTRE[type(model).__name__]
     panels = [panel_data(info[f'stage{stage}.block{j}'], f'stage{stage}.block{j}',
-                         tuple(args.query) if args.query else None, stride,
+                         tuple(args.query) if args.query else None, stride, centre,
                          img.shape[:2], tuple(x.shape[-2:])) for j in blocks]
     draw(img, panels, args.out)
     print(f'{len(panels)} panel(s) of {img.shape[1]}x{img.shape[0]} px written to {args.out}')

@@ -1,8 +1,8 @@
 # mmseg's ADE20K settings (512x512 crops, reduce_zero_label, the multi-scale flip
 # `tta_pipeline` with ratios 0.5..1.75), evaluated with CheckedIoUMetric: mmseg's
 # IoUMetric, except that label values outside the 150 classes (other than the ignore
-# index 255) raise an error instead of silently skewing mIoU. Needs
-# custom_imports = dict(imports=['dat.adapters.mmseg']), as the DAT segmentation configs have.
+# index 255) raise an error instead of silently skewing mIoU. The metric is registered by
+# dat.adapters.mmseg, which the segmentation runtime (../seg/default_runtime.py) imports.
 _base_ = ['mmseg::_base_/datasets/ade20k.py']
 
 val_evaluator = dict(type='CheckedIoUMetric', iou_metrics=['mIoU'])

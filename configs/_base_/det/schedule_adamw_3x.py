@@ -1,4 +1,5 @@
-# The DAT detection recipe, 3x: as 1x, for 36 epochs with lr x0.1 after epochs 27 and 33.
+# The DAT detection optimizer and the 3x schedule: as schedule_adamw_1x.py, for 36 epochs with
+# lr x0.1 after epochs 27 and 33. fp32; schedule_adamw_amp-3x.py is this with mixed precision.
 _base_ = './schedule_adamw_1x.py'
 
 max_epochs = 36

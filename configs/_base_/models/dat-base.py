@@ -1,13 +1,5 @@
-# DAT-B backbone (the 2022 release's dat_base), shared by the classification, detection
-# and segmentation configs. Use it as `model = dict(backbone=_base_.backbone, ...)`:
-# `_delete_` replaces the backbone of the inherited library config (ResNet, Swin, ...).
-# Task configs add `custom_imports` for their adapter (dat.adapters.mmpretrain / mmdet / mmseg).
-backbone = dict(
-    _delete_=True,
-    type='DAT',
-    arch='base',
-    img_size=224,
-    window_size=7,
-    drop_path_rate=0.5,
-    out_indices=(3, ),
-    attn_impl='auto')  # or 'reference', 'sdpa', 'flex': see dat/models/backbones/dat.py
+# DAT-B, the 2022 release's dat_base (configs/dat_base.yaml): wider than DAT-S (128 to
+# 1024 channels), drop path 0.5.
+_base_ = ['./dat-tiny.py']
+
+model = dict(backbone=dict(arch='base', drop_path_rate=0.5), head=dict(in_channels=1024))

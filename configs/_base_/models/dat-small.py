@@ -1,13 +1,5 @@
-# DAT-S backbone (the 2022 release's dat_small), shared by the classification, detection
-# and segmentation configs. Use it as `model = dict(backbone=_base_.backbone, ...)`:
-# `_delete_` replaces the backbone of the inherited library config (ResNet, Swin, ...).
-# Task configs add `custom_imports` for their adapter (dat.adapters.mmpretrain / mmdet / mmseg).
-backbone = dict(
-    _delete_=True,
-    type='DAT',
-    arch='small',
-    img_size=224,
-    window_size=7,
-    drop_path_rate=0.3,
-    out_indices=(3, ),
-    attn_impl='auto')  # or 'reference', 'sdpa', 'flex': see dat/models/backbones/dat.py
+# DAT-S, the 2022 release's dat_small (configs/dat_small.yaml): DAT-T with 18 blocks in
+# stage 2 and drop path 0.3.
+_base_ = ['./dat-tiny.py']
+
+model = dict(backbone=dict(arch='small', drop_path_rate=0.3))

@@ -1,13 +1,10 @@
-# DAT-T backbone (the 2022 release's dat_tiny), shared by the classification, detection
-# and segmentation configs. Use it as `model = dict(backbone=_base_.backbone, ...)`:
-# `_delete_` replaces the backbone of the inherited library config (ResNet, Swin, ...).
-# Task configs add `custom_imports` for their adapter (dat.adapters.mmpretrain / mmdet / mmseg).
-backbone = dict(
-    _delete_=True,
-    type='DAT',
-    arch='tiny',
-    img_size=224,
-    window_size=7,
-    drop_path_rate=0.2,
-    out_indices=(3, ),
-    attn_impl='auto')  # or 'reference', 'sdpa', 'flex': see dat/models/backbones/dat.py
+# DAT-T, the 2022 release's dat_tiny (LeapLabTHU/DAT, configs/dat_tiny.yaml), as an
+# ImageNet-1k classifier. Detection and segmentation configs put DAT into their library's
+# models themselves (configs/_base_/det, configs/_base_/seg).
+_base_ = ['./classifier_in1k.py']
+
+model = dict(
+    backbone=dict(type='DAT', arch='tiny', img_size=224, window_size=7, drop_path_rate=0.2,
+                  out_indices=(3, ),
+                  attn_impl='auto'),  # or 'reference', 'sdpa', 'flex': see DAT's docstring
+    head=dict(in_channels=768))

@@ -1,13 +1,4 @@
-# DAT-S++ backbone (the DAT++ release's configs/dat_small.yaml), shared by the
-# classification, detection and segmentation configs. Use it as
-# `model = dict(backbone=_base_.backbone, ...)`: `_delete_` replaces the backbone of the
-# inherited library config. Drop path 0.4 is the ImageNet value (dat_small.yaml); the
-# detection and segmentation configs set their own.
-backbone = dict(
-    _delete_=True,
-    type='DATPlusPlus',
-    arch='small',
-    img_size=224,
-    drop_path_rate=0.4,
-    out_indices=(3, ),
-    attn_impl='auto')  # or 'reference', 'sdpa', 'flex': see dat/models/backbones/dat.py
+# DAT-S++, the DAT++ release's configs/dat_small.yaml (drop path 0.4).
+_base_ = ['./datpp-tiny.py']
+
+model = dict(backbone=dict(arch='small', drop_path_rate=0.4), head=dict(in_channels=768))

@@ -1,14 +1,14 @@
 # The 2022 DAT recipe, 300 epochs at a total batch of 1024 (8 GPUs x 128), for DAT-T/S:
 #   AdamW, betas (0.9, 0.999), eps 1e-8, weight decay 0.05, none on norms, biases
-#   (all 1-d parameters) and the position tables (relative_position_bias_table, rpe_table);
-#   lr 5e-4 per 512 images; 20 warm-up epochs from 5e-7 per 512 (start_factor 1e-3);
-#   cosine to 5e-6 per 512; gradient-norm clipping at 5.0 (DAT-B at 224 px: 1.0); AMP.
+#   (all 1-d parameters) and the position tables that the backbone names
+#   (no_weight_decay_keywords: relative_position_bias_table, rpe_table; see
+#   dat/engine/optim.py); lr 5e-4 per 512 images; 20 warm-up epochs from 5e-7 per 512
+#   (start_factor 1e-3); cosine to 5e-6 per 512; gradient-norm clipping at 5.0 (DAT-B at
+#   224 px: 1.0); AMP.
 # Both lr and warm-up/min lr are per-iteration, as in the 2022 code. DAT-B overrides
-# lr, warm-up, the cosine start and the clipping (configs/dat/dat-base_8xb128_in1k.py).
+# lr, warm-up, the cosine start and the clipping (configs/dat/dat-base_8xb128-amp_in1k.py).
 # `--auto-scale-lr` rescales the optimizer lr to another total batch; the scheduler's
 # eta_min is absolute, so rescale it by hand too (see configs/dat/README.md).
-_base_ = ['mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py']
-
 base_lr = 5e-4  # per 512 images
 warmup_lr = 5e-7  # per 512 images
 min_lr = 5e-6  # per 512 images
@@ -19,21 +19,14 @@ total_batch = 1024
 optim_wrapper = dict(
     type='AmpOptimWrapper',
     loss_scale='dynamic',
+    constructor='NoDecayKeywordsConstructor',
     optimizer=dict(
         type='AdamW',
         lr=base_lr * total_batch / 512,
         weight_decay=0.05,
         eps=1e-8,
         betas=(0.9, 0.999)),
-    paramwise_cfg=dict(
-        _delete_=True,  # drop Swin's absolute_pos_embed key
-        norm_decay_mult=0.0,
-        bias_decay_mult=0.0,
-        flat_decay_mult=0.0,
-        custom_keys={
-            '.relative_position_bias_table': dict(decay_mult=0.0),
-            '.rpe_table': dict(decay_mult=0.0),
-        }),
+    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0),
     clip_grad=dict(max_norm=5.0),
 )
 
@@ -55,4 +48,6 @@ param_scheduler = [
 ]
 
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)
+val_cfg = dict()
+test_cfg = dict()
 auto_scale_lr = dict(base_batch_size=total_batch)

@@ -18,15 +18,17 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
-from timm.layers import DropPath
+from timm.layers import DropPath, Mlp
 
 from ..checkpoint import check_incoming, load_weights
-from ..layers import (DeformableAttention, Mlp, WindowAttention, check_attention_impl,
+from ..layers import (DeformableAttention, WindowAttention, check_attention_impl,
                       resolve_attention_impl)
 
 PATCH_SIZE = 4
 #: The smallest input side: the stem divides by 4, then three stages by 2.
 MIN_INPUT_SIZE = PATCH_SIZE * 2 ** 3
+#: Kernel size of the D blocks' offset network, by stage (DAT and DAT++).
+OFFSET_KERNEL_SIZES = (9, 7, 5, 3)
 
 
 class PatchEmbed(nn.Module):
@@ -75,15 +77,8 @@ class DATBlock(nn.Module):
     def deformable(self) -> bool:
         return isinstance(self.attn, DeformableAttention)
 
-    def forward(self, x: torch.Tensor, info: Optional[Dict] = None) -> torch.Tensor:
-        """If ``info`` is a dict and this is a D block, the attention's sampling positions,
-        reference points and weights are stored in it."""
-        if info is not None and self.deformable:
-            y, attn_info = self.attn(self.norm1(x), return_info=True)
-            info.update(attn_info)
-        else:
-            y = self.attn(self.norm1(x))
-        x = x + self.drop_path(y)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -97,15 +92,14 @@ class DATStage(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.with_cp = with_cp
 
-    def forward(self, x: torch.Tensor, infos: Optional[List[Dict]] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.downsample is not None:
             x = self.downsample(x)
-        for j, block in enumerate(self.blocks):
-            info = infos[j] if infos is not None else None
-            if self.with_cp and x.requires_grad and info is None:
+        for block in self.blocks:
+            if self.with_cp and x.requires_grad:
                 x = cp.checkpoint(block, x, use_reentrant=False)
             else:
-                x = block(x, info)
+                x = block(x)
         return x
 
 
@@ -236,7 +230,7 @@ class DAT(BaseModule):
         heads = self.arch_settings['num_heads'][stage]
         if kind == 'D':
             attn = DeformableAttention(dim, heads, self.arch_settings['groups'][stage], fmap,
-                                       stage_index=stage, attn_impl=self.attn_impl)
+                                       OFFSET_KERNEL_SIZES[stage], attn_impl=self.attn_impl)
         else:
             attn = WindowAttention(dim, heads, window, shift=kind == 'S',
                                    attn_impl=self.attn_impl)
@@ -319,13 +313,18 @@ class DAT(BaseModule):
         self._freeze_stages()
         return self
 
+    #: The smallest input side, and why (in the error for smaller inputs).
+    min_input_size = MIN_INPUT_SIZE
+    min_input_reason = ' (patch stem 4, then three 2x downsamplings)'
+
     def _check_input(self, x: torch.Tensor):
         if x.dim() != 4:
-            raise ValueError(f'DAT expects a (B, C, H, W) batch, got shape {tuple(x.shape)}')
-        if min(x.shape[-2:]) < MIN_INPUT_SIZE:
-            raise ValueError(f'input of size {tuple(x.shape[-2:])} is too small for DAT: both '
-                             f'sides must be at least {MIN_INPUT_SIZE} pixels (patch stem 4, '
-                             'then three 2x downsamplings)')
+            raise ValueError(f'{self.display_name} expects a (B, C, H, W) batch, got shape '
+                             f'{tuple(x.shape)}')
+        if min(x.shape[-2:]) < self.min_input_size:
+            raise ValueError(f'input of size {tuple(x.shape[-2:])} is too small for '
+                             f'{self.display_name}: both sides must be at least '
+                             f'{self.min_input_size} pixels{self.min_input_reason}')
 
     def _log_attention_impl(self, device: torch.device):
         """Record the kernel in use in the log file of a run (scripts stay quiet)."""
@@ -338,39 +337,53 @@ class DAT(BaseModule):
             logger.info(f'DAT attention: attn_impl={self.attn_impl!r} runs '
                         f'{resolve_attention_impl(self.attn_impl, device)!r} on {device.type}')
 
-    def _forward(self, x: torch.Tensor, infos: Optional[List[List[Dict]]]):
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """(B, C, H, W) -> one (B, C_i, H_i, W_i) map per stage in ``out_indices``."""
         self._check_input(x)
         if not self._logged_impl and not torch.compiler.is_compiling():
             self._log_attention_impl(x.device)
         x = self.patch_embed(x)
         outs = []
         for i, stage in enumerate(self.stages):
-            x = stage(x, infos[i] if infos is not None else None)
+            x = stage(x)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(x)
                 outs.append(out.permute(0, 3, 1, 2).contiguous())
         return tuple(outs)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """(B, C, H, W) -> one (B, C_i, H_i, W_i) map per stage in ``out_indices``."""
-        return self._forward(x, None)
-
     def forward_with_deform_info(self, x: torch.Tensor):
-        """Like :meth:`forward`, and also what each D block looked at.
+        """:meth:`forward`, and what each D block looked at (for visualisation).
+
+        A forward hook on each deformable attention layer records
+        :meth:`DeformableAttention.deform_info` of its input (without gradients); the
+        forward itself is the plain one (gradient checkpointing included), so the outputs
+        are those of :meth:`forward`.
 
         Returns:
             tuple: ``(outs, info)``. ``info`` maps ``'stage{i}.block{j}'`` of every D block to
             a dict with ``positions`` and ``references`` (B, G, Hk, Wk, 2), as (y, x) in
-            [-1, 1] (``grid_sample`` coordinates with ``align_corners=True``), and
-            ``attn_weights`` (B, heads, H*W, Hk*Wk).
+            [-1, 1] (``grid_sample`` coordinates with ``align_corners=True`` over the
+            block's H x W map), ``attn_weights`` (B, heads, H*W, Hk*Wk) and
+            ``feature_size`` (H, W).
         """
-        infos = [[{} for _ in stage.blocks] for stage in self.stages]
-        outs = self._forward(x, infos)
-        info = {f'stage{i}.block{j}': block_info
-                for i, stage_infos in enumerate(infos)
-                for j, block_info in enumerate(stage_infos) if block_info}
+        info = {}
+
+        def record(key: str):
+            return lambda attn, args, output: info.__setitem__(key, attn.deform_info(args[0]))
+
+        handles = [block.attn.register_forward_hook(record(f'stage{i}.block{j}'))
+                   for i, stage in enumerate(self.stages)
+                   for j, block in enumerate(stage.blocks) if block.deformable]
+        try:
+            outs = self(x)
+        finally:
+            for handle in handles:
+                handle.remove()
         return outs, info
 
     def no_weight_decay_keywords(self) -> Tuple[str, ...]:
-        """Name fragments of parameters that take no weight decay (with norms and biases)."""
+        """Name fragments of the parameters that take no weight decay: the position tables of
+        the window (L, S) and deformable (D) blocks, as in both releases (DAT++'s N blocks'
+        ``rpb`` is decayed there too). The configs' optimizer wrapper constructor,
+        :class:`dat.engine.NoDecayKeywordsConstructor`, reads them."""
         return ('relative_position_bias_table', 'rpe_table')

@@ -22,10 +22,12 @@ import torch.nn as nn
 from timm.layers import DropPath
 
 from ..layers import DeformableAttentionPlusPlus, NeighborhoodAttention
-from .dat import DAT
+from .dat import DAT, OFFSET_KERNEL_SIZES
 
 #: Neighbourhood side of the N blocks (``nat_ksizes`` of every released model).
 NEIGHBORHOOD_SIZE = 7
+#: Stride of the D blocks' offset network, so of their grid of keys, by stage.
+KEY_STRIDES = (8, 4, 2, 1)
 #: The smallest input side: below it the last stage is 1 pixel wide, and the D blocks'
 #: grids, which divide by (size - 1), are undefined (the release gives NaN there).
 MIN_INPUT_SIZE = 33
@@ -111,16 +113,9 @@ class DATPlusPlusBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.deformable = isinstance(attn, DeformableAttentionPlusPlus)
 
-    def forward(self, x: torch.Tensor, info: Optional[Dict] = None) -> torch.Tensor:
-        """If ``info`` is a dict and this is a D block, the attention's sampling positions,
-        reference points and weights are stored in it."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.lpu(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        if info is not None and self.deformable:
-            y, attn_info = self.attn(self.norm1(x), return_info=True)
-            info.update(attn_info)
-        else:
-            y = self.attn(self.norm1(x))
-        x = x + self.drop_path(y)
+        x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -186,6 +181,8 @@ class DATPlusPlus(DAT):
     }
     block_kinds = 'ND'
     display_name = 'DAT++'
+    min_input_size = MIN_INPUT_SIZE
+    min_input_reason = ', so that the last stage is at least 2 x 2'
 
     def __init__(self,
                  arch: Union[str, Dict] = 'tiny',
@@ -213,16 +210,8 @@ class DATPlusPlus(DAT):
         heads = self.arch_settings['num_heads'][stage]
         if kind == 'D':
             attn = DeformableAttentionPlusPlus(dim, heads, self.arch_settings['groups'][stage],
-                                               fmap, stage_index=stage,
-                                               attn_impl=self.attn_impl)
+                                               fmap, OFFSET_KERNEL_SIZES[stage],
+                                               KEY_STRIDES[stage], attn_impl=self.attn_impl)
         else:
             attn = NeighborhoodAttention(dim, heads, window, attn_impl=self.attn_impl)
         return DATPlusPlusBlock(dim, attn, drop_path)
-
-    def _check_input(self, x: torch.Tensor):
-        if x.dim() != 4:
-            raise ValueError(f'DAT++ expects a (B, C, H, W) batch, got shape {tuple(x.shape)}')
-        if min(x.shape[-2:]) < MIN_INPUT_SIZE:
-            raise ValueError(f'input of size {tuple(x.shape[-2:])} is too small for DAT++: '
-                             f'both sides must be at least {MIN_INPUT_SIZE} pixels, so that '
-                             'the last stage is at least 2 x 2')

@@ -1,5 +1,4 @@
-"""Small layers shared by the DAT blocks, the choice of attention implementation, and the
-bounded cache of per-size tensors.
+"""The choice of attention implementation, and the bounded cache of per-size tensors.
 
 Every attention layer takes ``attn_impl`` (one of :data:`ATTENTION_IMPLS`), checks it with
 :func:`check_attention_impl` and, at each forward, asks :func:`resolve_attention_impl` which
@@ -13,7 +12,6 @@ from collections import OrderedDict
 from typing import Callable, Hashable, Iterator, Optional
 
 import torch
-import torch.nn as nn
 
 #: ``'auto'``: the process-wide choice; by default ``'sdpa'`` on CUDA, ``'reference'``
 #: elsewhere.
@@ -118,27 +116,3 @@ class SizeCache:
 
     def clear(self):
         self._entries.clear()
-
-
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a (B, C, H, W) tensor."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-class Mlp(nn.Module):
-    """fc1 -> GELU -> dropout -> fc2 -> dropout, on the last dimension.
-
-    Parameter names: ``fc1``, ``fc2``.
-    """
-
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))

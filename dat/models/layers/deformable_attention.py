@@ -7,7 +7,8 @@ Coordinates are (y, x) pairs normalised to [-1, 1].
 1. Queries: ``q = x W_q``.
 2. Offsets: per group, a small network (depthwise k x k conv -> LayerNorm -> GELU ->
    1x1 conv to 2 channels) maps the group's query channels to a 2-D offset per location:
-   ``dp = s * tanh(theta(q_g)) * (1/H, 1/W)``, where ``s`` is the offset range factor.
+   ``dp = s * tanh(theta(q_g)) * (1/H, 1/W)``, where ``s = 2`` is the offset range factor
+   (:data:`OFFSET_RANGE_FACTOR`, that of every released model); k is 9/7/5/3 in stages 0-3.
 3. Sampling positions: ``p = r + dp``, where ``r`` is the uniform reference grid
    ``r_i = (i + 0.5) / H * 2 - 1`` (and likewise for x).
 4. Keys and values: ``x~ = phi(x; p)`` bilinear sampling of each group's channels at its
@@ -24,6 +25,10 @@ When a checkpoint made for another size is loaded, the table is resized by bilin
 interpolation with aligned corners (see :meth:`DeformableAttention._load_from_state_dict`),
 which keeps its values at the same normalised displacements.
 
+DAT++ (:mod:`.deformable_attention_plusplus`) keeps steps 1, 4, 5 and 6 and changes how
+steps 2-3 place the keys and which grid the queries sit on in step 5; its class is this one
+with those methods replaced.
+
 ``attn_impl`` (see :mod:`dat.models.layers.common`): ``'reference'`` is the plain PyTorch
 code below. ``'sdpa'`` runs step 6 with ``F.scaled_dot_product_attention``, the sampled bias
 of step 5 as its mask. ``'flex'`` (opt-in, not yet verified on a GPU) samples the table
@@ -31,19 +36,20 @@ inside a FlexAttention kernel when there are many keys, so the (B, M, HW, Ns) bi
 stored; where FlexAttention cannot run, the layer switches to SDPA with a warning. See
 :mod:`dat.models.layers.fast_attention`.
 """
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 from mmengine.logging import MMLogger
-from timm.layers import trunc_normal_
+from timm.layers import LayerNorm2d, trunc_normal_
 
 from . import fast_attention
-from .common import LayerNorm2d, check_attention_impl, resolve_attention_impl
+from .common import check_attention_impl, resolve_attention_impl
 
-#: Kernel size of the depthwise conv in the offset network, by stage.
-OFFSET_KERNEL_SIZES = (9, 7, 5, 3)
+#: s in step 2: offsets reach at most 2 pixels of the map in each direction.
+OFFSET_RANGE_FACTOR = 2.0
 
 
 def reference_points(height: int, width: int, dtype: torch.dtype,
@@ -66,25 +72,21 @@ def resize_rpe_table(table: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor
 def sample_position_bias(table: torch.Tensor, queries: torch.Tensor,
                          positions: torch.Tensor) -> torch.Tensor:
     """Step 5: the (B, M, H*W, Ns) bias sampled from the (M, Th, Tw) table at half the
-    displacements between the (H, W, 2) query grid and the (B, G, ..., 2) key positions."""
-    B, G = positions.shape[:2]
-    num_heads, n_queries = table.shape[0], queries.shape[0] * queries.shape[1]
-    n_samples = positions.shape[2:-1].numel()
-    # (B, G, HW, 1, 2) - (B, G, 1, Ns, 2) -> (B, G, HW, Ns, 2)
-    displacement = (queries.reshape(1, 1, -1, 1, 2) -
-                    positions.reshape(B, G, 1, n_samples, 2)) * 0.5
+    displacements between the (H, W, 2) query grid and the (B, G, Hk, Wk, 2) key
+    positions (Ns = Hk * Wk)."""
+    displacement = (rearrange(queries, 'h w yx -> 1 1 (h w) 1 yx') -
+                    rearrange(positions, 'b g hk wk yx -> b g 1 (hk wk) yx')) * 0.5
     # The batch is folded into the sampling grid, so the table is never copied per image.
-    grid = displacement.flip(-1).transpose(0, 1).reshape(G, B * n_queries, n_samples, 2)
-    table = table.reshape(G, num_heads // G, *table.shape[1:])
+    grid = rearrange(displacement.flip(-1), 'b g q k xy -> g (b q) k xy')
+    table = rearrange(table, '(g m) th tw -> g m th tw', g=positions.shape[1])
     bias = F.grid_sample(table.to(grid.dtype), grid, mode='bilinear', align_corners=True)
-    bias = bias.reshape(G, num_heads // G, B, n_queries, n_samples)
-    return bias.permute(2, 0, 1, 3, 4).reshape(B, num_heads, n_queries, n_samples)
+    return rearrange(bias, 'g m (b q) k -> b (g m) q k', b=positions.shape[0])
 
 
 def fit_rpe_table(state_dict: Dict, key: str, own: torch.Tensor) -> None:
     """On load: resize the checkpoint's table under ``key`` to ``own``'s size (and log it)
     when only its spatial size differs."""
-    table: Optional[torch.Tensor] = state_dict.get(key)
+    table = state_dict.get(key)
     if table is not None and table.dim() == 3 and table.shape != own.shape \
             and table.shape[0] == own.shape[0]:
         state_dict[key] = resize_rpe_table(table, tuple(own.shape[1:]))
@@ -106,7 +108,7 @@ class OffsetNetwork(nn.Sequential):
         padding = kernel_size // 2 if kernel_size != stride else 0
         self.dwconv = nn.Conv2d(channels, channels, kernel_size, stride, padding,
                                 groups=channels)
-        self.norm = LayerNorm2d(channels)
+        self.norm = LayerNorm2d(channels, eps=1e-5)  # nn.LayerNorm's eps, as in the release
         self.act = nn.GELU()
         self.proj = nn.Conv2d(channels, 2, 1, bias=False)
 
@@ -127,20 +129,26 @@ class DeformableAttention(nn.Module):
         groups (int): Offset groups G; each has its own sampling positions.
         fmap_size (tuple[int, int]): Feature-map size that the position table is made for
             (the training size of the stage).
-        stage_index (int): Stage 0-3; picks the offset kernel size (9/7/5/3).
-        offset_range_factor (float): s in step 2 of the module docstring. Default: 2.
-        attn_drop (float): Dropout on attention weights. Default: 0.
-        proj_drop (float): Dropout after the output projection. Default: 0.
+        offset_kernel_size (int): Kernel k of the offset network's depthwise conv (9/7/5/3
+            in stages 0-3 of the released models).
+        offset_stride (int): Stride of that conv, so of the grid of keys: 1 in DAT (one key
+            per query); DAT++ samples fewer keys (see
+            :class:`~.deformable_attention_plusplus.DeformableAttentionPlusPlus`).
+            Default: 1.
         attn_impl (str): Kernel, one of :data:`dat.models.layers.ATTENTION_IMPLS`.
             Default: ``'auto'``.
 
     Parameter names: ``q``, ``k``, ``v``, ``proj`` (linear layers), ``offset`` (the
-    offset network) and ``rpe_table`` (M, 2H_t - 1, 2W_t - 1).
+    offset network: ``dwconv``, ``norm``, ``proj``) and ``rpe_table``
+    (M, 2H_t - 1, 2W_t - 1).
     """
 
+    #: The FlexAttention kernel of ``attn_impl='flex'`` (one key per query; see
+    #: :func:`.fast_attention.deformable_flex_attention`).
+    supports_flex = True
+
     def __init__(self, dim: int, num_heads: int, groups: int, fmap_size: Tuple[int, int],
-                 stage_index: int, offset_range_factor: float = 2.0,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0, attn_impl: str = 'auto'):
+                 offset_kernel_size: int, offset_stride: int = 1, attn_impl: str = 'auto'):
         super().__init__()
         if dim % num_heads or num_heads % groups:
             raise ValueError(f'dim={dim}, num_heads={num_heads} and groups={groups} must '
@@ -149,91 +157,108 @@ class DeformableAttention(nn.Module):
         self.flex_guard = fast_attention.FlexGuard()
         self.num_heads = num_heads
         self.groups = groups
-        self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
-        self.offset_range_factor = offset_range_factor
+        self.scale = (dim // num_heads) ** -0.5
         self.q = nn.Linear(dim, dim)
         self.k = nn.Linear(dim, dim)
         self.v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
-        self.offset = OffsetNetwork(dim // groups, OFFSET_KERNEL_SIZES[stage_index])
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.offset = OffsetNetwork(dim // groups, offset_kernel_size, offset_stride)
         height, width = fmap_size
         self.rpe_table = nn.Parameter(torch.zeros(num_heads, 2 * height - 1, 2 * width - 1))
         trunc_normal_(self.rpe_table, std=0.01)
 
+    # Steps 2-3 and the query grid of step 5: what DAT++ changes.
+    def key_grid(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """The reference points r of the (Hk, Wk) key grid, (Hk, Wk, 2), float32."""
+        return reference_points(height, width, torch.float32, device)
+
+    def move(self, references: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Step 3: the sampling positions p from r and the raw offsets, (B, G, Hk, Wk, 2)."""
+        height, width = offsets.shape[2:4]
+        scale = offsets.new_tensor([1.0 / height, 1.0 / width]).mul(OFFSET_RANGE_FACTOR)
+        return references + offsets.tanh() * scale
+
+    def query_grid(self, height: int, width: int, dtype: torch.dtype,
+                   device: torch.device) -> torch.Tensor:
+        """Where the (H, W) queries sit in step 5, (H, W, 2)."""
+        return reference_points(height, width, dtype, device)
+
     def sampling_positions(self, q: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Steps 2-3: (positions, references), each (B, G, H, W, 2) in (y, x)."""
-        B, H, W, C = q.shape
+        """Steps 2-3: (positions, references), each (B, G, Hk, Wk, 2) in (y, x)."""
         G = self.groups
-        q_groups = q.reshape(B, H, W, G, C // G).permute(0, 3, 4, 1, 2)
         # Positions stay in float32 under autocast: they address pixels.
-        offset = self.offset(q_groups.reshape(B * G, C // G, H, W)).float().tanh()
-        scale = offset.new_tensor([1.0 / H, 1.0 / W]).mul(self.offset_range_factor)
-        offset = offset.permute(0, 2, 3, 1).reshape(B, G, H, W, 2) * scale
-        reference = reference_points(H, W, torch.float32, q.device).expand(B, G, H, W, 2)
-        return reference + offset, reference
+        offsets = self.offset(rearrange(q, 'b h w (g c) -> (b g) c h w', g=G)).float()
+        offsets = rearrange(offsets, '(b g) yx hk wk -> b g hk wk yx', g=G)
+        references = self.key_grid(*offsets.shape[2:4], q.device).expand_as(offsets)
+        return self.move(references, offsets), references
 
     def position_bias(self, positions: torch.Tensor, height: int,
                       width: int) -> torch.Tensor:
-        """Step 5: the sampled bias, (B, M, H*W, Ns)."""
-        queries = reference_points(height, width, positions.dtype, positions.device)
+        """Step 5: the sampled bias, (B, M, H*W, Hk*Wk)."""
+        queries = self.query_grid(height, width, positions.dtype, positions.device)
         return sample_position_bias(self.rpe_table, queries, positions)
 
-    def forward(self, x: torch.Tensor, return_info: bool = False):
-        """x: (B, H, W, C) -> (B, H, W, C).
-
-        With ``return_info=True`` it also returns a dict with ``positions`` and
-        ``references`` (B, G, H, W, 2; (y, x) in [-1, 1]) and ``attn_weights``
-        (B, M, H*W, Ns), the softmax weights of each query over the sampled keys.
-        """
-        B, H, W, C = x.shape
-        G, M, d = self.groups, self.num_heads, self.head_dim
+    def attend_inputs(self, x: torch.Tensor):
+        """Steps 1-4: ``q`` (B, M, H*W, d), ``k`` and ``v`` (B, M, Hk*Wk, d), and the
+        sampling positions and references."""
+        M = self.num_heads
         q = self.q(x)
         positions, references = self.sampling_positions(q)
-
         # Step 4: sample each group's channels at its positions.
-        x_groups = x.permute(0, 3, 1, 2).reshape(B * G, C // G, H, W)
-        grid = positions.reshape(B * G, H, W, 2).flip(-1).to(x.dtype)
-        sampled = F.grid_sample(x_groups, grid,
-                                mode='bilinear', align_corners=True)
-        sampled = sampled.reshape(B, C, H * W).transpose(1, 2)  # (B, Ns, C)
-        k = self.k(sampled).reshape(B, -1, M, d).transpose(1, 2)
-        v = self.v(sampled).reshape(B, -1, M, d).transpose(1, 2)
-        q = q.reshape(B, H * W, M, d).transpose(1, 2)
+        grid = rearrange(positions, 'b g hk wk yx -> (b g) hk wk yx').flip(-1).to(x.dtype)
+        sampled = F.grid_sample(rearrange(x, 'b h w (g c) -> (b g) c h w', g=self.groups),
+                                grid, mode='bilinear', align_corners=True)
+        sampled = rearrange(sampled, '(b g) c hk wk -> b (hk wk) (g c)', g=self.groups)
+        k = rearrange(self.k(sampled), 'b n (m d) -> b m n d', m=M)
+        v = rearrange(self.v(sampled), 'b n (m d) -> b m n d', m=M)
+        q = rearrange(q, 'b h w (m d) -> b m (h w) d', m=M)
+        return q, k, v, positions, references
 
-        # Step 6, with the bias of step 5.
+    def attention_weights(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor,
+                          height: int, width: int) -> torch.Tensor:
+        """Step 6's softmax weights, (B, M, H*W, Hk*Wk), with the bias of step 5."""
+        logits = (q * self.scale) @ k.transpose(-2, -1)
+        return (logits + self.position_bias(positions, height, width)).softmax(dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, H, W, C) -> (B, H, W, C)."""
+        H, W = x.shape[1:3]
+        q, k, v, positions, _ = self.attend_inputs(x)
         impl = resolve_attention_impl(self.attn_impl, x.device)
-        if impl != 'reference' and not return_info:
-            out = self._fast_attention(q, k, v, positions, references, flex=impl == 'flex')
+        if impl == 'reference':
+            out = self.attention_weights(q, k, positions, H, W) @ v
         else:
-            attn = (q * self.scale) @ k.transpose(-2, -1) + self.position_bias(positions, H, W)
-            attn = attn.softmax(dim=-1)
-            out = self.attn_drop(attn) @ v
-        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, H, W, C)))
-        if return_info:
-            return out, dict(positions=positions, references=references, attn_weights=attn)
-        return out
+            out = self._fast_attention(q, k, v, positions, H, W, flex=impl == 'flex')
+        return self.proj(rearrange(out, 'b m (h w) d -> b h w (m d)', h=H))
+
+    @torch.no_grad()
+    def deform_info(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """What this layer looks at for the input ``x`` (B, H, W, C), computed again with
+        the reference kernel and without gradients: ``positions`` and ``references``
+        (B, G, Hk, Wk, 2; (y, x) in ``grid_sample``'s [-1, 1] over the H x W map,
+        ``align_corners=True``), ``attn_weights`` (B, M, H*W, Hk*Wk), the softmax weights of
+        each query over the sampled keys, and ``feature_size`` (H, W), the map of the
+        queries."""
+        H, W = x.shape[1:3]
+        q, k, _, positions, references = self.attend_inputs(x)
+        return dict(positions=positions, references=references, feature_size=(H, W),
+                    attn_weights=self.attention_weights(q, k, positions, H, W))
 
     def _fast_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                        positions: torch.Tensor, references: torch.Tensor,
+                        positions: torch.Tensor, height: int, width: int,
                         flex: bool) -> torch.Tensor:
         """Step 6 with fused kernels: (B, M, HW, d) -> (B, M, HW, d)."""
-        B, G, H, W, _ = positions.shape
-        dropout_p = self.attn_drop.p if self.training else 0.0
-        # FlexAttention has no dropout; with attention dropout in training SDPA runs.
-        if flex and H * W >= fast_attention.FLEX_MIN_KEYS and dropout_p == 0:
-            keys = positions.reshape(B, G, H * W, 2)
-            queries = references[0, 0].reshape(H * W, 2)
+        if flex and self.supports_flex and height * width >= fast_attention.FLEX_MIN_KEYS:
+            keys = rearrange(positions, 'b g hk wk yx -> b g (hk wk) yx')
+            queries = self.query_grid(height, width, torch.float32, q.device).reshape(-1, 2)
             out = self.flex_guard(lambda: fast_attention.deformable_flex_attention(
                 q, k, v, self.rpe_table, keys, queries, self.scale),
                 q, k, v, self.rpe_table, keys)
             if out is not None:
                 return out
-        bias = self.position_bias(positions, H, W)
+        bias = self.position_bias(positions, height, width)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
-                                              dropout_p=dropout_p, scale=self.scale)
+                                              scale=self.scale)
 
     def adapt_state_dict(self, state_dict: Dict, prefix: str) -> None:
         """Resize a table of another feature-map size in ``state_dict``, in place (see

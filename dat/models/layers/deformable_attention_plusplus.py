@@ -23,22 +23,15 @@ where it samples and how it normalises coordinates. From the release's
 Both grids divide by (size - 1), so every stage needs at least 2 x 2 positions; the
 backbone refuses inputs for which a stage would be 1 pixel high or wide.
 
-Fast path (``attn_impl``, see :mod:`dat.models.layers.common`): step 6 with
-``F.scaled_dot_product_attention`` and the bias of step 5 as its mask.
+:class:`DeformableAttentionPlusPlus` is :class:`.DeformableAttention` (same parameters, same
+steps 1, 4 and 6) with the grids of steps 3 and 5 and the offset transform of step 3
+replaced. Fast path (``attn_impl``, see :mod:`dat.models.layers.common`): step 6 with
+``F.scaled_dot_product_attention`` and the bias of step 5 as its mask; ``'flex'`` runs it
+too (the FlexAttention kernel wants one key per query).
 """
-from typing import Dict, Tuple
-
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from timm.layers import trunc_normal_
 
-from .common import check_attention_impl, resolve_attention_impl
-from .deformable_attention import (OFFSET_KERNEL_SIZES, OffsetNetwork, fit_rpe_table,
-                                   sample_position_bias)
-
-#: Stride of the offset network (the key grid's stride), by stage.
-KEY_STRIDES = (8, 4, 2, 1)
+from .deformable_attention import DeformableAttention
 
 
 def key_grid(height: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -55,7 +48,7 @@ def query_grid(height: int, width: int, dtype: torch.dtype, device: torch.device
     return torch.stack(torch.meshgrid(ys, xs, indexing='ij'), dim=-1).mul(2.0).sub(1.0)
 
 
-class DeformableAttentionPlusPlus(nn.Module):
+class DeformableAttentionPlusPlus(DeformableAttention):
     """DAT++'s deformable multi-head attention over a (B, H, W, C) feature map.
 
     Args:
@@ -64,95 +57,25 @@ class DeformableAttentionPlusPlus(nn.Module):
         groups (int): Offset groups G; each has its own sampling positions.
         fmap_size (tuple[int, int]): Feature-map size that the position table is made for
             (the training size of the stage). Other sizes run with the same table.
-        stage_index (int): Stage 0-3; picks the offset kernel (9/7/5/3) and the key
-            stride (8/4/2/1).
+        offset_kernel_size (int): Kernel of the offset network (9/7/5/3 in stages 0-3).
+        offset_stride (int): Its stride s, the stride of the key grid (8/4/2/1 in stages
+            0-3).
         attn_impl (str): ``'reference'`` computes step 6 in plain PyTorch; ``'sdpa'`` and
             ``'flex'`` with ``F.scaled_dot_product_attention`` (no FlexAttention kernel for
             DAT++ yet); ``'auto'`` follows :func:`dat.models.layers.resolve_attention_impl`.
             Default: ``'auto'``.
 
-    Parameter names: ``q``, ``k``, ``v``, ``proj`` (linear layers), ``offset`` (the
-    offset network: ``dwconv``, ``norm``, ``proj``) and ``rpe_table`` (M, 2H_t - 1, 2W_t - 1).
+    Parameter names: those of :class:`.DeformableAttention`.
     """
 
-    def __init__(self, dim: int, num_heads: int, groups: int, fmap_size: Tuple[int, int],
-                 stage_index: int, attn_impl: str = 'auto'):
-        super().__init__()
-        self.attn_impl = check_attention_impl(attn_impl)
-        if dim % num_heads or num_heads % groups:
-            raise ValueError(f'dim={dim}, num_heads={num_heads} and groups={groups} must '
-                             'divide: dim by heads, heads by groups')
-        self.num_heads = num_heads
-        self.groups = groups
-        self.scale = (dim // num_heads) ** -0.5
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.proj = nn.Linear(dim, dim)
-        self.offset = OffsetNetwork(dim // groups, OFFSET_KERNEL_SIZES[stage_index],
-                                    KEY_STRIDES[stage_index])
-        height, width = fmap_size
-        self.rpe_table = nn.Parameter(torch.zeros(num_heads, 2 * height - 1, 2 * width - 1))
-        trunc_normal_(self.rpe_table, std=0.01)
+    supports_flex = False
 
-    def sampling_positions(self, q: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Steps 2-3: (positions, references), each (B, G, Hk, Wk, 2) in (y, x)."""
-        B, H, W, C = q.shape
-        G = self.groups
-        q_groups = q.reshape(B, H, W, G, C // G).permute(0, 3, 4, 1, 2)
-        # Positions stay in float32 under autocast: they address pixels.
-        offset = self.offset(q_groups.reshape(B * G, C // G, H, W)).float()
-        Hk, Wk = offset.shape[-2:]
-        offset = offset.permute(0, 2, 3, 1).reshape(B, G, Hk, Wk, 2)
-        reference = key_grid(Hk, Wk, torch.float32, q.device).expand(B, G, Hk, Wk, 2)
-        return (reference + offset).clamp(-1.0, 1.0), reference
+    def key_grid(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        return key_grid(height, width, torch.float32, device)
 
-    def position_bias(self, positions: torch.Tensor, height: int,
-                      width: int) -> torch.Tensor:
-        """Step 5: the sampled bias, (B, M, H*W, Hk*Wk)."""
-        queries = query_grid(height, width, positions.dtype, positions.device)
-        return sample_position_bias(self.rpe_table, queries, positions)
+    def move(self, references: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        return (references + offsets).clamp(-1.0, 1.0)
 
-    def forward(self, x: torch.Tensor, return_info: bool = False):
-        """x: (B, H, W, C) -> (B, H, W, C).
-
-        With ``return_info=True`` it also returns a dict with ``positions`` and
-        ``references`` (B, G, Hk, Wk, 2; (y, x) in grid_sample's [-1, 1]) and
-        ``attn_weights`` (B, M, H*W, Hk*Wk).
-        """
-        B, H, W, C = x.shape
-        G, M = self.groups, self.num_heads
-        q = self.q(x)
-        positions, references = self.sampling_positions(q)
-
-        # Step 4: sample each group's channels at its positions.
-        x_groups = x.permute(0, 3, 1, 2).reshape(B * G, C // G, H, W)
-        grid = positions.reshape(B * G, *positions.shape[2:]).flip(-1).to(x.dtype)
-        sampled = F.grid_sample(x_groups, grid, mode='bilinear', align_corners=True)
-        sampled = sampled.reshape(B, C, -1).transpose(1, 2)  # (B, Ns, C)
-        k = self.k(sampled).reshape(B, -1, M, C // M).transpose(1, 2)
-        v = self.v(sampled).reshape(B, -1, M, C // M).transpose(1, 2)
-        q = q.reshape(B, H * W, M, C // M).transpose(1, 2)
-
-        # Step 6, with the bias of step 5.
-        bias = self.position_bias(positions, H, W)
-        kernel = resolve_attention_impl(self.attn_impl, x.device)
-        if kernel != 'reference' and not return_info:  # 'flex' runs SDPA here too
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
-                                                 scale=self.scale)
-        else:
-            attn = ((q * self.scale) @ k.transpose(-2, -1) + bias).softmax(dim=-1)
-            out = attn @ v
-        out = self.proj(out.transpose(1, 2).reshape(B, H, W, C))
-        if return_info:
-            return out, dict(positions=positions, references=references, attn_weights=attn)
-        return out
-
-    def adapt_state_dict(self, state_dict: Dict, prefix: str) -> None:
-        """Resize a table of another feature-map size in ``state_dict``, in place (see
-        :mod:`dat.models.checkpoint`)."""
-        fit_rpe_table(state_dict, prefix + 'rpe_table', self.rpe_table)
-
-    def _load_from_state_dict(self, state_dict: Dict, prefix: str, *args, **kwargs):
-        self.adapt_state_dict(state_dict, prefix)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def query_grid(self, height: int, width: int, dtype: torch.dtype,
+                   device: torch.device) -> torch.Tensor:
+        return query_grid(height, width, dtype, device)

@@ -27,6 +27,7 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 try:
     from torch.nn.attention.flex_attention import BlockMask, flex_attention
@@ -68,7 +69,7 @@ def aligned_mask(mask: torch.Tensor) -> torch.Tensor:
 
 
 def window_sdpa(qkv: torch.Tensor, batch: int, num_heads: int, bias: torch.Tensor,
-                mask: Optional[torch.Tensor], dropout_p: float) -> torch.Tensor:
+                mask: Optional[torch.Tensor]) -> torch.Tensor:
     """Attention inside windows with SDPA.
 
     Args:
@@ -79,19 +80,17 @@ def window_sdpa(qkv: torch.Tensor, batch: int, num_heads: int, bias: torch.Tenso
     Returns:
         (B * nW, N, C), the heads concatenated (before ``proj``).
     """
-    n_windows, N = qkv.shape[:2]
-    nW = n_windows // batch
-    head_dim = qkv.shape[-1] // (3 * num_heads)
+    N = qkv.shape[1]
+    nW = qkv.shape[0] // batch
     # Windows go into the head dimension, so one (1, nW * heads, N, N) mask broadcasts
     # over the batch instead of being copied per image.
-    q, k, v = qkv.reshape(batch, nW, N, 3, num_heads, head_dim).permute(3, 0, 1, 4, 2, 5) \
-        .reshape(3, batch, nW * num_heads, N, head_dim).unbind(0)
+    q, k, v = rearrange(qkv, '(b nw) n (three m d) -> three b (nw m) n d', b=batch, three=3,
+                        m=num_heads).unbind(0)
     attn_mask = bias[None] if mask is None else bias[None] + mask[:, None]
     attn_mask = aligned_mask(attn_mask.expand(nW, num_heads, N, N)
                              .reshape(1, nW * num_heads, N, N).to(q.dtype))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
-    return out.reshape(batch, nW, num_heads, N, head_dim).permute(0, 1, 3, 2, 4) \
-        .reshape(n_windows, N, num_heads * head_dim)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    return rearrange(out, 'b (nw m) n d -> (b nw) n (m d)', m=num_heads)
 
 
 def bilinear_bias_score_mod(table: torch.Tensor, query_y: torch.Tensor,

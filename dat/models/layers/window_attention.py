@@ -23,8 +23,9 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 from mmengine.logging import MMLogger
-from timm.layers import trunc_normal_
+from timm.layers import gen_relative_position_index, trunc_normal_
 
 from .common import SizeCache, check_attention_impl, resolve_attention_impl
 from .fast_attention import window_sdpa
@@ -39,28 +40,16 @@ MASK_CACHE_ENTRIES = 8
 WINDOW_MASKS = SizeCache(MASK_CACHE_ENTRIES)
 
 
-def relative_position_index(window_size: int) -> torch.Tensor:
-    """Index into the ((2w-1)^2, heads) table for every pair of tokens in a window."""
-    coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size),
-                                        indexing='ij')).flatten(1)  # (2, N)
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + window_size - 1
-    return rel[..., 0] * (2 * window_size - 1) + rel[..., 1]  # (N, N)
-
-
 def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
-    """(B, H, W, C) -> (B * nW, w * w, C)."""
-    B, H, W, C = x.shape
-    x = x.reshape(B, H // window_size, window_size, W // window_size, window_size, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, C)
+    """(B, H, W, C) -> (B * nW, w * w, C), the windows row by row."""
+    return rearrange(x, 'b (nh h) (nw w) c -> (b nh nw) (h w) c', h=window_size, w=window_size)
 
 
 def window_reverse(windows: torch.Tensor, window_size: int, height: int,
                    width: int) -> torch.Tensor:
     """(B * nW, w * w, C) -> (B, H, W, C)."""
-    C = windows.shape[-1]
-    x = windows.reshape(-1, height // window_size, width // window_size, window_size,
-                        window_size, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, C)
+    return rearrange(windows, '(b nh nw) (h w) c -> b (nh h) (nw w) c', h=window_size,
+                     nh=height // window_size, nw=width // window_size)
 
 
 def resize_relative_position_table(table: torch.Tensor, window_size: int) -> torch.Tensor:
@@ -106,8 +95,6 @@ class WindowAttention(nn.Module):
         num_heads (int): Heads.
         window_size (int): Window side w.
         shift (bool): Shift the windows by ``ceil(w / 2)`` (the S block). Default: False.
-        attn_drop (float): Dropout on attention weights. Default: 0.
-        proj_drop (float): Dropout after the output projection. Default: 0.
         attn_impl (str): Kernel, one of :data:`dat.models.layers.ATTENTION_IMPLS`
             (``'flex'`` runs SDPA here). Default: ``'auto'``.
 
@@ -116,7 +103,7 @@ class WindowAttention(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shift: bool = False,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0, attn_impl: str = 'auto'):
+                 attn_impl: str = 'auto'):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f'dim={dim} is not divisible by num_heads={num_heads}')
@@ -127,12 +114,12 @@ class WindowAttention(nn.Module):
         self.scale = (dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj_drop = nn.Dropout(proj_drop)
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * window_size - 1) ** 2, num_heads))
         trunc_normal_(self.relative_position_bias_table, std=0.01)
-        self.register_buffer('relative_position_index', relative_position_index(window_size),
+        # (N, N): the table row of every pair of tokens in a window, N = w * w
+        self.register_buffer('relative_position_index',
+                             gen_relative_position_index((window_size, window_size)),
                              persistent=False)
 
     def attention_mask(self, height: int, width: int,
@@ -163,8 +150,7 @@ class WindowAttention(nn.Module):
         bias = bias.view(N, N, -1).permute(2, 0, 1)  # (heads, N, N)
         mask = self.attention_mask(H, W, x.device)
         if resolve_attention_impl(self.attn_impl, x.device) != 'reference':
-            dropout_p = self.attn_drop.p if self.training else 0.0
-            out = window_sdpa(self.qkv(windows), B, self.num_heads, bias, mask, dropout_p)
+            out = window_sdpa(self.qkv(windows), B, self.num_heads, bias, mask)
         else:
             qkv = self.qkv(windows).reshape(n_windows, N, 3, self.num_heads, -1)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B * nW, heads, N, d)
@@ -172,9 +158,9 @@ class WindowAttention(nn.Module):
             if mask is not None:
                 attn = attn.view(B, -1, self.num_heads, N, N) + mask[None, :, None]
                 attn = attn.view(n_windows, self.num_heads, N, N)
-            out = self.attn_drop(attn.softmax(dim=-1)) @ v
+            out = attn.softmax(dim=-1) @ v
             out = out.transpose(1, 2).reshape(n_windows, N, C)
-        out = self.proj_drop(self.proj(out))
+        out = self.proj(out)
 
         x = window_reverse(out, w, padded_h, padded_w)
         if s:

@@ -2,14 +2,13 @@ import logging
 
 import pytest
 import torch
+from mini_configs import DAT_ARCH_2X as MINI
 from mmengine.logging import MMLogger
 
 from dat.models import DAT
 from dat.models.layers import DeformableAttention, WindowAttention
 
-# A scaled-down DAT with every block kind; windows 4/4/4/2 so odd sizes need padding.
-MINI = dict(embed_dims=[16, 32, 64, 64], depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 4],
-            groups=[-1, -1, 2, 2], block_types=['LS', 'LS', 'LD', 'SD'])
+# A scaled-down DAT with every block kind (MINI); windows 4/4/4/2 so odd sizes need padding.
 
 
 def mini(**kwargs):
@@ -138,6 +137,48 @@ def test_deformable_info():
     # offsets are bounded by offset_range_factor / size
     delta = (pos - info['stage2.block1']['references']).abs()
     assert (delta[..., 0] <= 2 / 4 + 1e-6).all() and (delta[..., 1] <= 2 / 5 + 1e-6).all()
+
+
+def test_deformable_info_keeps_gradient_checkpointing(monkeypatch):
+    """The info comes from hooks, so the forward that records it is the training forward:
+    with ``with_cp`` every block still runs under checkpointing, the outputs are those of
+    forward(), and the hooks are gone afterwards."""
+    import dat.models.backbones.dat as dat_module
+    model = mini(with_cp=True).train()
+    calls = []
+    checkpoint = dat_module.cp.checkpoint
+    monkeypatch.setattr(dat_module.cp, 'checkpoint',
+                        lambda *args, **kwargs: calls.append(1) or checkpoint(*args, **kwargs))
+    x = torch.rand(1, 3, 64, 64, requires_grad=True)
+    torch.manual_seed(0)
+    outs, info = model.forward_with_deform_info(x)
+    assert len(calls) == sum(MINI['depths'])
+    assert sorted(info) == ['stage2.block1', 'stage3.block1']
+    assert info['stage2.block1']['feature_size'] == (4, 4)
+    outs[0].sum().backward()
+    assert x.grad is not None
+    attns = [m for m in model.modules() if isinstance(m, DeformableAttention)]
+    assert not any(attn._forward_hooks for attn in attns)
+    torch.manual_seed(0)
+    torch.testing.assert_close(model(x)[0], outs[0])
+
+
+def test_layers_are_timms():
+    """Mlp, LayerNorm2d (with nn.LayerNorm's eps, as the release) and the window's relative
+    position index are timm's, with the parameter names and numbers of before."""
+    from timm.layers import LayerNorm2d, Mlp
+    model = mini()
+    block = model.stages[2].blocks[1]
+    assert type(block.mlp) is Mlp and [n for n, _ in block.mlp.named_parameters()] == [
+        'fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias']
+    norm = block.attn.offset.norm
+    assert type(norm) is LayerNorm2d and norm.eps == 1e-5
+    # Swin's index: (dy + w - 1) * (2w - 1) + (dx + w - 1) for tokens (y, x) in a w x w window
+    w = 4
+    index = model.stages[0].blocks[0].attn.relative_position_index
+    ys, xs = torch.arange(w * w) // w, torch.arange(w * w) % w
+    expected = (ys[:, None] - ys[None] + w - 1) * (2 * w - 1) + xs[:, None] - xs[None] + w - 1
+    assert torch.equal(index, expected)
 
 
 @pytest.mark.parametrize('arch,kwargs,size', [

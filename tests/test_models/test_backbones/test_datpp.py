@@ -1,12 +1,12 @@
 import pytest
 import torch
+from mini_configs import DATPP_ARCH
 
 from dat.models import DAT, DATPlusPlus
 from dat.models.layers import DeformableAttentionPlusPlus, NeighborhoodAttention, attention_impl
 
 # A scaled-down DAT++ with both block kinds in every stage but the last (as released).
-MINI = dict(embed_dims=[16, 32, 64, 64], depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 4],
-            groups=[1, 1, 2, 2], block_types=['ND', 'DN', 'ND', 'DD'])
+MINI = dict(DATPP_ARCH, depths=[2, 2, 2, 2], block_types=['ND', 'DN', 'ND', 'DD'])
 
 
 def mini(**kwargs):

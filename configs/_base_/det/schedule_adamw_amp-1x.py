@@ -1,0 +1,5 @@
+# schedule_adamw_1x.py with mixed precision (fp16, dynamic loss scale), as the DAT recipe
+# trains; tools/train.py turns it off on the CPU.
+_base_ = './schedule_adamw_1x.py'
+
+optim_wrapper = dict(type='AmpOptimWrapper', loss_scale='dynamic')

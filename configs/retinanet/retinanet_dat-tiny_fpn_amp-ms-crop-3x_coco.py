@@ -1,0 +1,2 @@
+_base_ = ['../_base_/det/retinanet_dat_fpn.py', '../_base_/det/coco_detection_ms-crop.py',
+          '../_base_/det/schedule_adamw_amp-3x.py']

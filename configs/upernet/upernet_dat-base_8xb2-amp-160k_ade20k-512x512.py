@@ -1,0 +1,6 @@
+_base_ = '../_base_/seg/upernet_dat.py'
+model = dict(
+    backbone=dict(arch='base', drop_path_rate=0.5,
+                  init_cfg=dict(checkpoint='checkpoints/dat-base_in1k.pth')),
+    decode_head=dict(in_channels=[128, 256, 512, 1024]),
+    auxiliary_head=dict(in_channels=512))
