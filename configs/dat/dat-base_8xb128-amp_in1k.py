@@ -8,19 +8,8 @@ base_lr = 4e-4
 warmup_epochs = 50
 optim_wrapper = dict(optimizer=dict(lr=base_lr * _base_.total_batch / 512),
                      clip_grad=dict(max_norm=1.0))
+# the 2022 warm-up and cosine schedule, with DAT-B's warm-up length and peak lr
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=_base_.warmup_lr / base_lr,
-        by_epoch=True,
-        begin=0,
-        end=warmup_epochs,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=_base_.min_lr * _base_.total_batch / 512,
-        by_epoch=True,
-        begin=warmup_epochs,
-        end=_base_.max_epochs,
-        convert_to_iter_based=True),
+    dict(_base_.param_scheduler[0], start_factor=_base_.warmup_lr / base_lr, end=warmup_epochs),
+    dict(_base_.param_scheduler[1], begin=warmup_epochs),
 ]

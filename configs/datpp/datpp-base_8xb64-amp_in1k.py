@@ -8,20 +8,9 @@ _base_ = ['../_base_/models/datpp-base.py', '../_base_/datasets/imagenet_bs128_d
 total_batch = 8 * 64
 train_dataloader = dict(batch_size=64)
 optim_wrapper = dict(optimizer=dict(lr=_base_.base_lr * total_batch / 512))
+# the minimum lr of the cosine decay scales with the batch, as the peak lr does
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=_base_.warmup_lr / _base_.base_lr,
-        by_epoch=True,
-        begin=0,
-        end=_base_.warmup_epochs,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=_base_.min_lr * total_batch / 512,
-        by_epoch=True,
-        begin=_base_.warmup_epochs,
-        end=_base_.max_epochs,
-        convert_to_iter_based=True),
+    _base_.param_scheduler[0],
+    dict(_base_.param_scheduler[1], eta_min=_base_.min_lr * total_batch / 512),
 ]
 auto_scale_lr = dict(base_batch_size=total_batch)
