@@ -123,7 +123,7 @@ def test_converter_cli(reference_dir, repo_root, tmp_path):
                             capture_output=True, text=True, check=True)
     assert 'converted 202 tensors, 682,816 parameters' in result.stdout  # all of the file
     assert '10 classes' in result.stdout
-    saved = torch.load(dst, weights_only=False)
+    saved = torch.load(dst, weights_only=True)
     assert saved['meta']['converted_from'] == 'datpp'
     assert 'backbone.stages.0.blocks.0.attn.rpb' in saved['state_dict']
 

@@ -26,6 +26,7 @@ from mmengine.config import Config
 from PIL import Image
 
 from dat.models import DAT
+from dat.models.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / 'docs' / 'custom_dataset.md'
@@ -185,8 +186,7 @@ def guide(tmp_path_factory):
 
 def trained_checkpoint(project, config):
     work_dir = project / 'work_dirs' / Path(config).stem
-    return torch.load(Path((work_dir / 'last_checkpoint').read_text().strip()),
-                      map_location='cpu', weights_only=False)
+    return read_checkpoint(Path((work_dir / 'last_checkpoint').read_text().strip()))
 
 
 def assert_backbone_from_imagenet_checkpoint(state, backbone):

@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from mmengine.config import Config
 
 import dat
+from dat.models.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -140,7 +140,7 @@ def test_mim_train_and_test_the_mini_config(installed, tmp_path):
     # 12 images, batch 4: 3 iterations
     assert 'Epoch(train) [1][3/3]' in result.stdout + result.stderr
     checkpoint = tmp_path / 'work_dir' / 'epoch_1.pth'
-    assert torch.load(checkpoint, map_location='cpu', weights_only=False)['meta']['iter'] == 3
+    assert read_checkpoint(checkpoint)['meta']['iter'] == 3
 
     result = run(installed['mim'] + ['test', 'dat', 'dat-mini_1xb32_shapes.py', '--checkpoint',
                                      str(checkpoint), '--work-dir', 'test', *shrink],
