@@ -4,9 +4,11 @@ segmentation; the config's ``default_scope`` picks the library).
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [{fp16,bf16}]]
     bash tools/dist_train.sh CONFIG GPUS [args]
 
-Without a GPU it runs on the CPU, and distributed runs use the gloo backend.
+Without a GPU it runs on the CPU, and distributed runs use the gloo backend. A full disk,
+a diverged loss or an unreadable image stops the run with one line (docs/faults.md).
 """
 import argparse
+import errno
 import os
 import sys
 
@@ -14,7 +16,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from dat.cli import check_checkpoint, fail, load_config, one_line_errors
-from dat.engine import find_resumable_checkpoint
+from dat.engine import (TrainingFault, find_resumable_checkpoint, one_line_fault,
+                        remove_stale_temp_files)
 from dat.models.checkpoint import CheckpointError
 from dat.runner_utils import (add_runner_arguments, apply_runner_arguments, finish_distributed,
                               setup_cpu_run)
@@ -50,6 +53,9 @@ def merge_args(cfg: Config, args) -> Config:
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
         if args.amp == 'bf16':
             cfg.optim_wrapper.dtype = 'bfloat16'
+    if os.environ.get('RANK', '0') == '0':  # before mmengine writes into the work dir
+        for path in remove_stale_temp_files(cfg.work_dir):
+            rank0_print(f'removed {path}, left by an interrupted checkpoint save')
     if args.resume == 'auto':
         cfg.resume = True
         try:
@@ -87,8 +93,15 @@ def rank0_print(message: str):
 def main():
     args = parse_args()
     cfg = merge_args(load_config(args.config, args.cfg_options), args)
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    try:
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+    except TrainingFault as err:  # a full disk, a diverged loss, an unreadable image
+        fail(one_line_fault(err))
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        fail(f'{err.filename or cfg.work_dir}: {err.strerror}')
     finish_distributed()
 
 

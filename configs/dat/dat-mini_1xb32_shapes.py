@@ -39,14 +39,14 @@ data_preprocessor = dict(
     to_rgb=True)
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='CheckedLoadImageFromFile'),  # errors name the file (docs/faults.md)
     dict(type='RandomResizedCrop', scale=32, crop_ratio_range=(0.6, 1.0),
          backend='pillow', interpolation='bicubic'),
     # no flips: a flip turns 45 degree stripes into 135 degree ones
     dict(type='PackInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='CheckedLoadImageFromFile'),
     dict(type='ResizeEdge', scale=32, edge='short', backend='pillow', interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=32),
     dict(type='PackInputs'),

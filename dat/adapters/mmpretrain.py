@@ -1,6 +1,6 @@
 """Register :class:`dat.models.DAT` and :class:`dat.models.DATPlusPlus` as ``mmpretrain``'s
 backbones ``DAT`` and ``DATPlusPlus``, and the DAT classification models with mmpretrain's
-model hub.
+model hub, and :class:`~dat.transforms.CheckedLoadImageFromFile` as a transform.
 
 After ``import dat.adapters.mmpretrain``::
 
@@ -19,12 +19,14 @@ repository checkout (``pip install -e .``); without one only the backbones are r
 """
 from pathlib import Path
 
-from mmpretrain.registry import MODELS
+from mmpretrain.registry import MODELS, TRANSFORMS
 
 from dat.models import DAT, DATPlusPlus
+from dat.transforms import CheckedLoadImageFromFile
 
 MODELS.register_module(name='DAT', module=DAT, force=True)
 MODELS.register_module(name='DATPlusPlus', module=DATPlusPlus, force=True)
+TRANSFORMS.register_module(module=CheckedLoadImageFromFile, force=True)
 
 #: The checkout's root: config paths in the metafiles are relative to it.
 REPO_ROOT = Path(__file__).resolve().parents[2]

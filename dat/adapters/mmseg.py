@@ -1,16 +1,18 @@
 """Register :class:`dat.models.DAT` and :class:`dat.models.DATPlusPlus` as ``mmseg``'s
 backbones ``DAT`` and ``DATPlusPlus``, and :class:`CheckedIoUMetric`, the IoU metric of the
-DAT segmentation configs."""
+DAT segmentation configs, and :class:`~dat.transforms.CheckedLoadImageFromFile` as a transform."""
 from typing import Sequence
 
 import torch
 from mmseg.evaluation.metrics import IoUMetric
-from mmseg.registry import METRICS, MODELS
+from mmseg.registry import METRICS, MODELS, TRANSFORMS
 
 from dat.models import DAT, DATPlusPlus
+from dat.transforms import CheckedLoadImageFromFile
 
 MODELS.register_module(name='DAT', module=DAT, force=True)
 MODELS.register_module(name='DATPlusPlus', module=DATPlusPlus, force=True)
+TRANSFORMS.register_module(module=CheckedLoadImageFromFile, force=True)
 
 
 @METRICS.register_module(force=True)

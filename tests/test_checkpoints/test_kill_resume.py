@@ -34,25 +34,25 @@ KILLS = ['write', 'train', 'write', 'start', 'train', 'write', 'train', 'write',
          'train']
 
 SLOW_BACKEND = f'''
-"""The atomic checkpoint backend, with writes slowed down so that kills land inside them."""
+"""mmengine's local file backend, with writes slowed down so that kills land inside the
+checkpoint writes of AtomicCheckpointHook (into NAME.tmp, renamed when complete)."""
 import time
 
-from mmengine.fileio import register_backend
-
-from dat.engine import AtomicLocalBackend
+from mmengine.fileio import LocalBackend, register_backend
 
 
-class SlowAtomicLocalBackend(AtomicLocalBackend):
+class SlowLocalBackend(LocalBackend):
 
-    def write_bytes(self, file, data):
-        step = -(-len(data) // 10)
-        for start in range(0, len(data), step):
-            file.write(data[start:start + step])
-            file.flush()
-            time.sleep({WRITE_SECONDS} / 10)
+    def put(self, obj, filepath):
+        step = -(-len(obj) // 10)
+        with open(filepath, 'wb') as file:
+            for start in range(0, len(obj), step):
+                file.write(obj[start:start + step])
+                file.flush()
+                time.sleep({WRITE_SECONDS} / 10)
 
 
-register_backend('slow_atomic_local', SlowAtomicLocalBackend, force=True)
+register_backend('slow_local', SlowLocalBackend, force=True)
 '''
 
 # TINY_TRAIN_CONFIG, iteration-based, a checkpoint after every iteration, written slowly.
@@ -68,7 +68,7 @@ param_scheduler = [
 ]
 default_hooks = dict(
     checkpoint=dict(interval=1, by_epoch=False, max_keep_ckpts=3,
-                    backend_args=dict(backend='slow_atomic_local')))
+                    backend_args=dict(backend='slow_local')))
 randomness = dict(seed=0, deterministic=True)
 '''
 

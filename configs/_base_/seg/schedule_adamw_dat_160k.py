@@ -16,4 +16,7 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0., power=1.0, by_epoch=False, begin=1500, end=160000),
 ]
 # mmseg's checkpoint settings, with writes that a kill cannot break (dat/engine).
-default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
+default_hooks = dict(
+    checkpoint=dict(type='AtomicCheckpointHook'),
+    # stop at the first NaN/inf loss or gradient (max_skips=N: skip N such steps first)
+    nonfinite=dict(type='NonFiniteCheckHook'))
