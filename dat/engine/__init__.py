@@ -3,12 +3,13 @@ disks, a stop (or skip) at the first non-finite step, and the optimizer's no-dec
 the backbone's position tables."""
 from .checkpoint_hook import (AtomicCheckpointHook, atomic_write, check_finite_weights,
                               find_resumable_checkpoint, remove_stale_temp_files)
-from .faults import (CheckpointSaveError, NonFiniteError, TrainingFault, last_good_checkpoint,
-                     one_line_fault)
+from .faults import (CheckpointSaveError, NonFiniteError, TrainingFault, UnreadableImageError,
+                     last_good_checkpoint, one_line_fault)
 from .nonfinite_hook import NonFiniteCheckHook
 from .optim import NoDecayKeywordsConstructor, no_weight_decay_keywords
 
 __all__ = ['AtomicCheckpointHook', 'CheckpointSaveError', 'NoDecayKeywordsConstructor',
-           'NonFiniteCheckHook', 'NonFiniteError', 'TrainingFault', 'atomic_write',
+           'NonFiniteCheckHook', 'NonFiniteError', 'TrainingFault', 'UnreadableImageError',
+           'atomic_write',
            'check_finite_weights', 'find_resumable_checkpoint', 'last_good_checkpoint',
            'no_weight_decay_keywords', 'one_line_fault', 'remove_stale_temp_files']

@@ -1,0 +1,100 @@
+"""CheckedLoadImageFromFile: an image that cannot be read (empty, truncated, not an image)
+stops with the file's name, in the pipelines of mmpretrain, mmdet and mmseg; or, with
+``skip_unreadable=True``, the dataset skips it with a warning and a count."""
+import importlib
+import logging
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip('cv2')
+pytest.importorskip('mmcv.transforms')
+
+from dat.engine import UnreadableImageError  # noqa: E402
+from dat.transforms import CheckedLoadImageFromFile  # noqa: E402
+
+
+@pytest.fixture
+def images(tmp_path):
+    """A good PNG, an empty file, a truncated PNG and a text file."""
+    image = (np.arange(16 * 16 * 3) % 255).astype(np.uint8).reshape(16, 16, 3)
+    good = tmp_path / 'good.png'
+    cv2.imwrite(str(good), image)
+    data = good.read_bytes()
+    (tmp_path / 'empty.png').write_bytes(b'')
+    (tmp_path / 'truncated.png').write_bytes(data[:len(data) // 3])
+    (tmp_path / 'notes.jpg').write_text('not an image')
+    return tmp_path, image
+
+
+@pytest.mark.parametrize('name', ['empty.png', 'truncated.png', 'notes.jpg'])
+@pytest.mark.parametrize('backend', ['cv2', 'pillow'])
+def test_unreadable_image_error_names_the_file(images, name, backend):
+    folder, _ = images
+    load = CheckedLoadImageFromFile(imdecode_backend=backend)
+    with pytest.raises(UnreadableImageError) as info:
+        load(dict(img_path=str(folder / name)))
+    message = str(info.value)
+    assert message.startswith(f'{folder / name}: cannot be read as an image (')
+    assert message.endswith('; replace or remove the file, or skip such samples with '
+                            "skip_unreadable=True in the pipeline's CheckedLoadImageFromFile")
+    assert '\n' not in message
+
+
+def test_good_image_loads_as_with_mmcv(images):
+    folder, image = images
+    out = CheckedLoadImageFromFile()(dict(img_path=str(folder / 'good.png')))
+    np.testing.assert_array_equal(out['img'], image)
+    assert out['img_shape'] == out['ori_shape'] == (16, 16)
+
+
+def test_skip_unreadable_warns_and_counts(images):
+    from mmengine.logging import MMLogger
+    folder, _ = images
+    load = CheckedLoadImageFromFile(skip_unreadable=True)
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()  # where print_log(logger='current') writes
+    logger.addHandler(handler)
+    try:
+        assert load(dict(img_path=str(folder / 'empty.png'))) is None
+        assert load(dict(img_path=str(folder / 'good.png')))['img'].shape == (16, 16, 3)
+        assert load(dict(img_path=str(folder / 'truncated.png'))) is None
+    finally:
+        logger.removeHandler(handler)
+    assert load.skipped == 2
+    warnings = [r.getMessage() for r in records]
+    assert len(warnings) == 2 and all(r.levelno == logging.WARNING for r in records)
+    assert warnings[1].startswith(f'skipped {folder / "truncated.png"}: cannot be read as an '
+                                  'image (')
+    assert warnings[1].endswith('; 2 unreadable image(s) skipped so far by this data loading '
+                                'process')
+
+
+def test_ignore_empty_is_refused():
+    with pytest.raises(ValueError, match='use skip_unreadable=True'):
+        CheckedLoadImageFromFile(ignore_empty=True)
+
+
+@pytest.mark.parametrize('library', ['mmpretrain', 'mmdet', 'mmseg'])
+def test_registered_in_each_library_and_skipped_by_its_dataset(images, library):
+    """Built by name from each library's registry (after ``dat.adapters.<library>``); in a
+    training dataset a skipped sample is replaced by another one (mmengine's refetch)."""
+    registry = pytest.importorskip(f'{library}.registry')
+    importlib.import_module(f'dat.adapters.{library}')
+    from mmengine.dataset import BaseDataset
+    folder, _ = images
+    load = registry.TRANSFORMS.build(dict(type='CheckedLoadImageFromFile'))
+    assert type(load) is CheckedLoadImageFromFile
+    with pytest.raises(UnreadableImageError, match='empty.png: cannot be read'):
+        load(dict(img_path=str(folder / 'empty.png')))
+
+    class Files(BaseDataset):
+        def load_data_list(self):
+            return [dict(img_path=str(folder / n)) for n in ('empty.png', 'good.png')]
+
+    dataset = Files(pipeline=[registry.TRANSFORMS.build(
+        dict(type='CheckedLoadImageFromFile', skip_unreadable=True))], serialize_data=False)
+    assert dataset[0]['img_path'].endswith('good.png')
+    assert dataset.pipeline.transforms[0].skipped >= 1
