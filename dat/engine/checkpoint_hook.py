@@ -159,10 +159,10 @@ class AtomicCheckpointHook(CheckpointHook):
         # reported, after removing what it left, on every rank in one line.
         ckpt_filename = self.filename_tmpl.format(step)
         check_finite_weights(runner.model, ckpt_filename, runner.work_dir)
-        kept, last = list(self.keep_ckpt_ids), self.last_ckpt
+        keep = self.max_keep_ckpts > 0  # else mmengine keeps no list of checkpoints
+        kept, last = list(self.keep_ckpt_ids) if keep else None, self.last_ckpt
         oldest = None
-        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids
-                                            and self.keep_ckpt_ids[-1] == step):
+        if keep and not (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
             if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
                 oldest = self.keep_ckpt_ids.popleft()
             self.keep_ckpt_ids.append(step)
@@ -184,10 +184,11 @@ class AtomicCheckpointHook(CheckpointHook):
                             'the cause), then continue with tools/train.py ... --resume')
         broadcast_object_list(error)  # a write fails on rank 0: every rank stops
         if error[0] is not None:
-            self.keep_ckpt_ids.clear()
-            self.keep_ckpt_ids.extend(kept)
+            if keep:
+                self.keep_ckpt_ids.clear()
+                self.keep_ckpt_ids.extend(kept)
+                runner.message_hub.update_info('keep_ckpt_ids', kept)
             self.last_ckpt = last
-            runner.message_hub.update_info('keep_ckpt_ids', kept)
             runner.message_hub.update_info('last_ckpt', last)
             raise CheckpointSaveError(error[0])
         if oldest is not None and is_main_process():

@@ -52,8 +52,9 @@ def last_checkpoint(work_dir):
 # 1. A checkpoint write that fails ---------------------------------------------------------
 
 
+@pytest.mark.parametrize('max_keep_ckpts', [1, -1])
 def test_enospc_during_save_leaves_last_good_checkpoint_and_resume_continues(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, max_keep_ckpts):
     real_put = LocalBackend.put
     writes = []
 
@@ -66,7 +67,7 @@ def test_enospc_during_save_leaves_last_good_checkpoint_and_resume_continues(
         real_put(self, obj, filepath)
 
     monkeypatch.setattr(LocalBackend, 'put', disk_full_at_epoch_2)
-    runner = toy_runner(tmp_path, max_epochs=3, max_keep_ckpts=1)
+    runner = toy_runner(tmp_path, max_epochs=3, max_keep_ckpts=max_keep_ckpts)
     with pytest.raises(CheckpointSaveError) as info:
         runner.train()
     message = str(info.value)
@@ -83,10 +84,12 @@ def test_enospc_during_save_leaves_last_good_checkpoint_and_resume_continues(
     monkeypatch.setattr(LocalBackend, 'put', real_put)  # space freed
     resume = find_resumable_checkpoint(str(tmp_path))
     assert resume == f'{tmp_path}/epoch_1.pth'
-    resumed = toy_runner(tmp_path, max_epochs=3, max_keep_ckpts=1, resume_from=resume)
+    resumed = toy_runner(tmp_path, max_epochs=3, max_keep_ckpts=max_keep_ckpts,
+                         resume_from=resume)
     resumed.train()
     assert resumed.iter == 3 * ITERS_PER_EPOCH
-    assert [n for n in names(tmp_path) if n.endswith('.pth') or '.tmp' in n] == ['epoch_3.pth']
+    assert [n for n in names(tmp_path) if n.endswith('.pth') or '.tmp' in n] == (
+        ['epoch_3.pth'] if max_keep_ckpts == 1 else ['epoch_1.pth', 'epoch_2.pth', 'epoch_3.pth'])
     assert read_checkpoint(tmp_path / 'epoch_3.pth')['meta']['epoch'] == 3
 
 
