@@ -9,6 +9,8 @@ with ``skip_unreadable=True`` (for large crawled datasets), skips the sample wit
 and a count: the transform returns None, and mmengine's dataset takes another sample in its
 place (training datasets only; in ``test_mode`` mmengine refuses a skipped sample).
 """
+import os.path as osp
+import re
 from typing import Optional
 
 from mmcv.transforms import LoadImageFromFile
@@ -41,12 +43,7 @@ class CheckedLoadImageFromFile(LoadImageFromFile):
         try:
             out = super().transform(results)
         except Exception as err:  # the decoder's or the file backend's, or mmcv's assert
-            cause = ' '.join(str(err).split()) or type(err).__name__
-            if isinstance(err, AssertionError) or 'failed to load image' in cause:
-                cause = 'the decoder returned no image'
-            else:
-                cause = cause[:200]
-            return self._unreadable(filename, cause)
+            return self._unreadable(filename, _cause(filename, err))
         return out
 
     def _unreadable(self, filename, cause: str) -> None:
@@ -59,3 +56,15 @@ class CheckedLoadImageFromFile(LoadImageFromFile):
         print_log(f'skipped {message}; {self.skipped} unreadable image(s) skipped so far by '
                   'this data loading process', logger='current', level=30)
         return None
+
+
+def _cause(filename, err: Exception) -> str:
+    """The decoder's complaint, short: without cv2's source location or PIL's buffer id."""
+    if isinstance(filename, str) and osp.isfile(filename) and osp.getsize(filename) == 0:
+        return 'empty file'
+    if isinstance(err, AssertionError):  # mmcv: the decoder returned None
+        return 'the decoder returned no image'
+    cause = ' '.join(str(err).split()) or type(err).__name__
+    cause = re.sub(r'^OpenCV\(.*?\) \S+: error: \([^)]*\) ', '', cause)
+    cause = re.sub(r' <_io\.BytesIO object at 0x[0-9a-f]+>', '', cause)
+    return cause[:200]

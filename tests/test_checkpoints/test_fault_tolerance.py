@@ -296,3 +296,30 @@ def test_mmengine_optim_wrapper_clips_with_clip_func_and_logs_its_float():
     assert 'float(grad)' in source, what
     assert 'self._clip_grad()\n        self.optimizer.step(**kwargs)' in inspect.getsource(
         OptimWrapper.step), what
+
+
+def test_with_clip_grad_the_check_adds_no_reduction(tmp_path, monkeypatch):
+    """With clip_grad the hook reads clipping's norm: it never computes one of its own."""
+    calls = []
+    real = torch.nn.utils.get_total_norm
+    monkeypatch.setattr(torch.nn.utils, 'get_total_norm',
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    toy_runner(tmp_path, max_epochs=1, max_skips=2, poison=[2]).train()
+    assert calls == []
+    toy_runner(tmp_path / 'no_clip', max_epochs=1, max_skips=2, clip_grad=False,
+               poison=[2]).train()
+    assert len(calls) == ITERS_PER_EPOCH  # without clipping: one norm per step
+
+
+def test_one_line_fault_of_an_error_raised_in_a_dataloader_worker():
+    from torch.utils.data._utils import ExceptionWrapper
+
+    from dat.engine import UnreadableImageError, one_line_fault
+    try:
+        raise UnreadableImageError('data/a.png: cannot be read as an image (empty file)')
+    except UnreadableImageError:
+        wrapped = ExceptionWrapper(where='in DataLoader worker process 0')
+    with pytest.raises(UnreadableImageError) as info:
+        wrapped.reraise()
+    assert '\n' in str(info.value)
+    assert one_line_fault(info.value) == 'data/a.png: cannot be read as an image (empty file)'
