@@ -7,3 +7,11 @@ _base_ = ['mmseg::_base_/datasets/ade20k.py']
 
 val_evaluator = dict(type='CheckedIoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
+
+# mmseg's pipelines, loading with CheckedLoadImageFromFile: an unreadable image is an error
+# that names the file (docs/faults.md).
+train_dataloader = dict(dataset=dict(
+    pipeline=[dict(type='CheckedLoadImageFromFile')] + _base_.train_pipeline[1:]))
+val_dataloader = dict(dataset=dict(
+    pipeline=[dict(type='CheckedLoadImageFromFile')] + _base_.test_pipeline[1:]))
+test_dataloader = val_dataloader
