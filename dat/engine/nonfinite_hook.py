@@ -32,8 +32,8 @@ class NonFiniteCheckHook(Hook):
     checkpoints, so a resumed run goes on counting.
 
     Under fp16 AMP the loss scaler already skips steps with inf/NaN gradients (the optimizer
-    is not called) and lowers its scale; those steps are not counted, unless their loss is
-    itself not finite.
+    is not called, or, if fused, told to skip) and lowers its scale; those steps are not
+    counted, unless their loss is itself not finite.
 
     Cost: no host-device sync per parameter. With ``clip_grad`` (by norm) in the
     ``optim_wrapper`` (as in the DAT configs) the norm that clipping computes anyway is read:
@@ -92,6 +92,8 @@ class NonFiniteCheckHook(Hook):
 
     def _before_step(self, optimizer, args, kwargs) -> None:
         norm, self._clip_norm = self._clip_norm, None
+        if 'found_inf' in kwargs or 'grad_scaler' in kwargs:
+            return  # a loss scaler hands its inf check to a fused optimizer: it skips
         if norm is None:
             if self.max_skips == 0:
                 self._applied = True

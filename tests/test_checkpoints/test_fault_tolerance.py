@@ -323,3 +323,20 @@ def test_one_line_fault_of_an_error_raised_in_a_dataloader_worker():
         wrapped.reraise()
     assert '\n' in str(info.value)
     assert one_line_fault(info.value) == 'data/a.png: cannot be read as an image (empty file)'
+
+
+def test_steps_a_loss_scaler_hands_to_a_fused_optimizer_are_left_to_it():
+    """GradScaler passes ``found_inf`` (or ``grad_scaler``) to an optimizer that skips by
+    itself (fused AdamW): its overflow steps are the scaler's business, not a divergence."""
+    from dat.engine import NonFiniteCheckHook
+    hook = NonFiniteCheckHook()
+    param = torch.nn.Parameter(torch.ones(2))
+    param.grad = torch.full((2, ), float('inf'))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    for kwargs in (dict(found_inf=torch.ones(())), dict(grad_scaler=object())):
+        hook._clip_norm = float('inf')
+        hook._before_step(optimizer, (), kwargs)
+        assert param.grad is not None and hook._dropped_norm is None
+    hook._clip_norm = float('inf')
+    hook._before_step(optimizer, (), {})  # without a scaler the step is dropped
+    assert param.grad is None and hook._dropped_norm == float('inf')
