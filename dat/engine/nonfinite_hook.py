@@ -10,6 +10,7 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapperDict
 from mmengine.registry import HOOKS
+from mmengine.runner import EpochBasedTrainLoop
 
 from .faults import NonFiniteError, last_good_checkpoint
 
@@ -125,7 +126,9 @@ class NonFiniteCheckHook(Hook):
         what = ', '.join(
             ([f'loss {loss}'] if loss_bad else [])
             + ([f'gradient norm {dropped}'] if dropped is not None else []))
-        where = f'iteration {runner.iter + 1} (epoch {runner.epoch + 1})'
+        where = f'iteration {runner.iter + 1}'
+        if isinstance(runner.train_loop, EpochBasedTrainLoop):
+            where += f' (epoch {runner.epoch + 1})'
         skipped = runner.message_hub.get_info(SKIPPED_KEY, 0) + 1
         applied = 'was applied' if self._applied else 'was not applied'
         if skipped > self.max_skips:

@@ -56,13 +56,15 @@ class PoisonHook(Hook):
 
 
 def toy_runner(work_dir, max_epochs=3, max_keep_ckpts=1, max_skips=0, clip_grad=True, lr=0.01,
-               poison=(), resume_from=None, checkpoint=None):
-    """A Runner of the toy model with the DAT hooks: AtomicCheckpointHook (every epoch) and
-    NonFiniteCheckHook; ``poison``: iterations whose loss is NaN."""
+               poison=(), resume_from=None, checkpoint=None, by_epoch=True):
+    """A Runner of the toy model with the DAT hooks: AtomicCheckpointHook (every epoch, also
+    with ``by_epoch=False``: every ITERS_PER_EPOCH iterations) and NonFiniteCheckHook;
+    ``poison``: iterations whose loss is NaN."""
     optim_wrapper = dict(optimizer=dict(type='SGD', lr=lr, momentum=0.9))
     if clip_grad:
         optim_wrapper['clip_grad'] = dict(max_norm=10.0)
-    hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', interval=1,
+    hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', by_epoch=by_epoch,
+                                 interval=1 if by_epoch else ITERS_PER_EPOCH,
                                  max_keep_ckpts=max_keep_ckpts, **(checkpoint or {})),
                  logger=dict(type='LoggerHook', interval=1))
     if max_skips is not None:
@@ -72,7 +74,9 @@ def toy_runner(work_dir, max_epochs=3, max_keep_ckpts=1, max_skips=0, clip_grad=
         train_dataloader=dict(dataset=ToyDataset(), batch_size=2, num_workers=0,
                               sampler=dict(type='DefaultSampler', shuffle=False),
                               collate_fn=dict(type='default_collate')),
-        optim_wrapper=optim_wrapper, train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
+        optim_wrapper=optim_wrapper,
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs) if by_epoch else dict(
+            by_epoch=False, max_iters=max_epochs * ITERS_PER_EPOCH),
         default_hooks=hooks, custom_hooks=[PoisonHook(poison)],
         resume=resume_from is not None, load_from=resume_from, log_level=logging.WARNING,
         randomness=dict(seed=0), experiment_name=f'toy_run_{next(_RUNS)}',

@@ -340,3 +340,18 @@ def test_steps_a_loss_scaler_hands_to_a_fused_optimizer_are_left_to_it():
     hook._clip_norm = float('inf')
     hook._before_step(optimizer, (), {})  # without a scaler the step is dropped
     assert param.grad is None and hook._dropped_norm == float('inf')
+
+
+def test_iteration_based_run_stops_naming_the_iteration_only(tmp_path):
+    runner = toy_runner(tmp_path, max_epochs=3, poison=[7], by_epoch=False)
+    with pytest.raises(NonFiniteError) as info:
+        runner.train()
+    assert str(info.value).startswith(
+        'non-finite loss nan, gradient norm nan at iteration 7: the training diverged; the '
+        f'step was not applied; the last good checkpoint is {tmp_path}/iter_4.pth;')
+    assert [n for n in names(tmp_path) if n.endswith('.pth')] == ['iter_4.pth']
+    resumed = toy_runner(tmp_path, max_epochs=3, by_epoch=False,
+                         resume_from=find_resumable_checkpoint(str(tmp_path)))
+    resumed.train()
+    assert resumed.iter == 3 * ITERS_PER_EPOCH
+    assert [n for n in names(tmp_path) if n.endswith('.pth')] == ['iter_12.pth']
