@@ -21,8 +21,8 @@ from mmengine.model import BaseModule
 from timm.layers import DropPath, Mlp
 
 from ..checkpoint import check_incoming, load_weights
-from ..layers import (DeformableAttention, WindowAttention, attention_kernels,
-                      attention_layers, check_attention_impl)
+from ..layers import (DeformableAttention, WindowAttention, attention_kernels, attention_layers,
+                      check_attention_impl)
 from ..layers.common import summarize_kernels
 
 PATCH_SIZE = 4

@@ -190,4 +190,3 @@ class SizeCache:
 
     def clear(self):
         self._entries.clear()
-
