@@ -84,6 +84,6 @@ def test_log_line_summarises_the_kernels():
     model = DATPlusPlus(dict(DATPP_ARCH, depths=[2, 2, 2, 2],
                              block_types=['ND', 'DN', 'ND', 'DD']), img_size=64)
     assert summarize_kernels(attention_kernels(model), attention_layers(model)) == (
-        "'sdpa' (4 NeighborhoodAttention), 'reference' (4 DeformableAttentionPlusPlus)")
+        "'sdpa' (3 NeighborhoodAttention), 'reference' (5 DeformableAttentionPlusPlus)")
     set_attention_impl(model, 'sdpa')
     assert summarize_kernels(attention_kernels(model), attention_layers(model)) == "'sdpa'"

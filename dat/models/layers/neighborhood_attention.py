@@ -21,8 +21,10 @@ Two kernels (``attn_impl``, see :mod:`dat.models.layers.common`):
   cut into tiles of ``T x T`` queries (:data:`TILE`); each tile attends to the
   ``(T + K - 1)^2`` keys around it (its halo) with ``F.scaled_dot_product_attention``, and an
   additive mask gives every pair its bias and -inf where the key is outside the query's
-  window. The work is dense and fused, and only the halos (about 3 copies of K and V for
-  T = 8) and the (T*T, halo) masks are stored. Its numbers equal the reference's up to
+  window. The work is dense and fused. In training, the halos (about 3 copies of K and V
+  for T = 8) and the (T*T, halo) masks are not stored: the backward rebuilds them and runs
+  the tiles' forward again (``torch.utils.checkpoint``, as flash attention recomputes its
+  scores), so a block stores q, k and v only. Its numbers equal the reference's up to
   rounding (``tests/test_models/test_neighborhood_attention.py``).
 """
 from typing import Tuple
@@ -31,9 +33,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
+from torch.utils.checkpoint import checkpoint
 from timm.layers import trunc_normal_
 
 from .common import AttentionImplMixin, SizeCache
+from .fast_attention import aligned_mask
 
 #: Side T of the query tiles of the ``'sdpa'`` kernel. Each query attends to (T + K - 1)^2
 #: keys, of which K^2 are in its window; T = 8 stored the least at DAT-T++'s 896 px sizes
@@ -140,14 +144,16 @@ def blocked_neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Te
              + K // 2).clamp(0, 2 * K - 2)  # (T, L)
     bias = rpb[:, index[:, None, :, None], index[None, :, None, :]]  # (M, T, T, L, L)
     bias = rearrange(bias, 'm u v l m2 -> m 1 (u v) (l m2)').to(q.dtype)
-    mask = bias.masked_fill(~inside, float('-inf'))  # (M, n_tiles, T*T, L*L)
+    # (1, M * n_tiles, T*T, L*L): heads and tiles in SDPA's head dimension (its fused kernels
+    # take 4-D inputs), one mask for every image, rows aligned for the fused kernels.
+    mask = aligned_mask(bias.masked_fill(~inside, float('-inf')).flatten(0, 1)[None])
 
     q = F.pad(q, (0, 0, 0, 0, pad_x, n_x * T - W - pad_x, pad_y, n_y * T - H - pad_y))
-    q = rearrange(q, 'b (ny u) (nx v) m d -> b m (ny nx) (u v) d', u=T, v=T)
+    q = rearrange(q, 'b (ny u) (nx v) m d -> b (m ny nx) (u v) d', u=T, v=T)
     k, v = (rearrange(t, 'b h w m d -> b m (h w) d')[:, :, keys] for t in (k, v))
-    k, v = (t.view(B, M, n_y * n_x, L * L, d) for t in (k, v))
+    k, v = (t.view(B, M * n_y * n_x, L * L, d) for t in (k, v))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-    out = rearrange(out, 'b m (ny nx) (u v) d -> b (ny u) (nx v) m d', nx=n_x, u=T)
+    out = rearrange(out, 'b (m ny nx) (u v) d -> b (ny u) (nx v) m d', m=M, nx=n_x, u=T)
     return out[:, pad_y:pad_y + H, pad_x:pad_x + W]
 
 
@@ -194,7 +200,14 @@ class NeighborhoodAttention(AttentionImplMixin, nn.Module):
         padded_h, padded_w = x.shape[1:3]
         qkv = self.qkv(x).reshape(B, padded_h, padded_w, 3, M, C // M)
         if self.kernel(x.device) == 'sdpa':
-            out = blocked_neighborhood_attention(*qkv.unbind(3), self.rpb, self.scale)
+            q, k, v = qkv.unbind(3)
+            if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+                # The halos and masks are rebuilt in the backward (as flash attention
+                # recomputes its scores), so only q, k and v are stored.
+                out = checkpoint(blocked_neighborhood_attention, q, k, v, self.rpb,
+                                 self.scale, use_reentrant=False)
+            else:
+                out = blocked_neighborhood_attention(q, k, v, self.rpb, self.scale)
         else:
             q, k, v = rearrange(qkv, 'b h w three m d -> three b m (h w) d').unbind(0)
             out = neighborhood_attention(q * self.scale, k, v, self.rpb, padded_h, padded_w)
