@@ -79,9 +79,9 @@ def test_config_follows_the_release(config):
         warmup, poly = cfg.param_scheduler
         # overlapping from iteration 0: the release's poly decay with the warm-up on top
         assert (warmup.type, warmup.begin, warmup.end, warmup.start_factor) == \
-            ('LinearLR', 0, 1500, 1e-6)
+            ('LinearLR', 0, 1501, 1e-6)
         assert (poly.type, poly.begin, poly.end, poly.power, poly.eta_min) == \
-            ('PolyLR', 0, 160000, 1.0, 0.)
+            ('PolyLR', 0, 160001, 1.0, 0.)
         assert (cfg.train_dataloader.batch_size, cfg.train_cfg.max_iters) == (2, 160000)
     else:
         assert cfg.model.neck.in_channels == DIMS[arch]

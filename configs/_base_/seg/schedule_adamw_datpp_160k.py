@@ -6,11 +6,12 @@
 # The lr as the release's mmcv 'poly' policy with a linear warm-up (lr_config there): the
 # poly decay (power 1.0, to 0) counts from iteration 0 and the warm-up factor (from 1e-6 to 1
 # over 1500 iterations) multiplies it. mmengine's schedulers compose where their ranges
-# overlap, so LinearLR over 0-1500 and PolyLR over 0-160000 give exactly that.
+# overlap, so a LinearLR and a PolyLR that both begin at 0 give exactly that; their ends are
+# one past mmcv's (mmengine reaches the end factor at end - 1): 1501 and 160001.
 _base_ = ['./schedule_adamw_dat_160k.py']
 
 optim_wrapper = dict(paramwise_cfg=dict(_delete_=True, custom_keys={'norm': dict(decay_mult=0.)}))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(type='PolyLR', eta_min=0., power=1.0, by_epoch=False, begin=0, end=160000),
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1501),
+    dict(type='PolyLR', eta_min=0., power=1.0, by_epoch=False, begin=0, end=160001),
 ]

@@ -33,8 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
-from torch.utils.checkpoint import checkpoint
 from timm.layers import trunc_normal_
+from torch.utils.checkpoint import checkpoint
 
 from .common import AttentionImplMixin, SizeCache
 from .fast_attention import aligned_mask
