@@ -91,7 +91,8 @@ def test_tiles_hold_every_window(kernel_size):
 
 def test_sdpa_kernel_stores_no_gathered_keys():
     """The reference stores K*K = 49 copies of the keys and values for the backward; the
-    tiled kernel stores the 8 x 8 tiles' 14 x 14 halos and their masks instead."""
+    tiled kernel stores the input, q, k and v (its halos and masks are rebuilt in the
+    backward): about 5 times the input, where storing the halos and masks took 16."""
     torch.manual_seed(0)
     x = torch.randn(1, 56, 56, 64, requires_grad=True)
     saved = {}
@@ -106,7 +107,7 @@ def test_sdpa_kernel_stores_no_gathered_keys():
             layer(x)
         saved[impl] = sum(storages.values()) / x.numel() / x.element_size()
     assert saved['reference'] > 2 * 49  # K and V gathered: 49 copies each
-    assert saved['sdpa'] < 16, saved
+    assert saved['sdpa'] < 6, saved
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
