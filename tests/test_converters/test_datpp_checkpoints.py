@@ -56,9 +56,12 @@ def test_released_layouts_convert_with_every_key_used_once(released, name):
 
 
 @pytest.mark.parametrize('size', ['224', 'odd', 'small'])
-def test_golden_mini_logits_and_positions(reference_dir, size):
+@pytest.mark.parametrize('impl', ['auto', 'reference', 'sdpa'])
+def test_golden_mini_logits_and_positions(reference_dir, size, impl):
     """The authors' model code with natten 0.14.6 gave these logits and D-block positions;
-    at 96 x 128 stage 3 is smaller than the 7 x 7 neighbourhood (zero padding)."""
+    at 96 x 128 stage 3 is smaller than the 7 x 7 neighbourhood (zero padding). Every
+    attention implementation gives them ('auto' on the CPU: the N blocks' tiled SDPA kernel,
+    the D blocks' reference)."""
     checkpoint = torch.load(reference_dir / 'golden_mini_datpp.pth', weights_only=True)
     config = json.loads((reference_dir / 'golden_mini_datpp_config.json').read_text())
     io = torch.load(reference_dir / 'golden_mini_datpp_io.pth', weights_only=True)[size]
@@ -67,7 +70,7 @@ def test_golden_mini_logits_and_positions(reference_dir, size):
     assert info['arch']['block_types'] == [''.join(s) for s in config['stage_spec']]
     assert info['arch']['groups'] == config['groups']
 
-    model = DATPlusPlus(info['arch'], img_size=info['img_size'])
+    model = DATPlusPlus(info['arch'], img_size=info['img_size'], attn_impl=impl)
     model.load_state_dict({k[9:]: v for k, v in converted.items() if k.startswith('backbone.')})
     with torch.no_grad():
         outs, deform = model.eval().forward_with_deform_info(io['input'])

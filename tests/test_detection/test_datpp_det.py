@@ -24,25 +24,33 @@ DIMS = {'tiny': [64, 128, 256, 512], 'small': [96, 192, 384, 768],
         'base': [128, 256, 512, 1024]}
 # name: (authors' config, drop path, lr for their 64 images, mixed precision)
 RELEASE = {
-    'retinanet_datpp-tiny_fpn_amp-ms-crop-1x_coco': ('rtn_tiny_1x_4n_dp00_lr2', 0.0, 2e-4, True),
-    'retinanet_datpp-tiny_fpn_amp-ms-crop-3x_coco': ('rtn_tiny_3x_4n_dp02_lr2', 0.2, 2e-4, True),
-    'retinanet_datpp-small_fpn_amp-ms-crop-1x_coco': ('rtn_small_1x_4n_dp01_lr2', 0.1, 2e-4, True),
-    'retinanet_datpp-small_fpn_amp-ms-crop-3x_coco': ('rtn_small_3x_4n_dp05_lr2', 0.5, 2e-4, True),
-    'mask-rcnn_datpp-tiny_fpn_amp-ms-crop-1x_coco': ('mrcn_tiny_1x_4n_dp00_lr4', 0.0, 4e-4, True),
-    'mask-rcnn_datpp-tiny_fpn_amp-ms-crop-3x_coco': ('mrcn_tiny_3x_4n_dp03_lr4', 0.3, 4e-4, True),
-    'mask-rcnn_datpp-small_fpn_amp-ms-crop-1x_coco': ('mrcn_small_1x_4n_dp01_lr4', 0.1, 4e-4, True),
-    'mask-rcnn_datpp-small_fpn_amp-ms-crop-3x_coco': ('mrcn_small_3x_4n_dp05_lr4', 0.5, 4e-4, True),
-    'cascade-mask-rcnn_datpp-tiny_fpn_amp-ms-crop-1x_coco':
+    'retinanet_datpp-tiny_fpn_32xb2-amp-ms-crop-1x_coco':
+        ('rtn_tiny_1x_4n_dp00_lr2', 0.0, 2e-4, True),
+    'retinanet_datpp-tiny_fpn_32xb2-amp-ms-crop-3x_coco':
+        ('rtn_tiny_3x_4n_dp02_lr2', 0.2, 2e-4, True),
+    'retinanet_datpp-small_fpn_32xb2-amp-ms-crop-1x_coco':
+        ('rtn_small_1x_4n_dp01_lr2', 0.1, 2e-4, True),
+    'retinanet_datpp-small_fpn_32xb2-amp-ms-crop-3x_coco':
+        ('rtn_small_3x_4n_dp05_lr2', 0.5, 2e-4, True),
+    'mask-rcnn_datpp-tiny_fpn_32xb2-amp-ms-crop-1x_coco':
+        ('mrcn_tiny_1x_4n_dp00_lr4', 0.0, 4e-4, True),
+    'mask-rcnn_datpp-tiny_fpn_32xb2-amp-ms-crop-3x_coco':
+        ('mrcn_tiny_3x_4n_dp03_lr4', 0.3, 4e-4, True),
+    'mask-rcnn_datpp-small_fpn_32xb2-amp-ms-crop-1x_coco':
+        ('mrcn_small_1x_4n_dp01_lr4', 0.1, 4e-4, True),
+    'mask-rcnn_datpp-small_fpn_32xb2-amp-ms-crop-3x_coco':
+        ('mrcn_small_3x_4n_dp05_lr4', 0.5, 4e-4, True),
+    'cascade-mask-rcnn_datpp-tiny_fpn_32xb2-amp-ms-crop-1x_coco':
         ('cmrcn_tiny_1x_4n_dp00_lr4', 0.0, 4e-4, True),
-    'cascade-mask-rcnn_datpp-tiny_fpn_amp-ms-crop-3x_coco':
+    'cascade-mask-rcnn_datpp-tiny_fpn_32xb2-amp-ms-crop-3x_coco':
         ('cmrcn_tiny_3x_4n_dp01_lr4', 0.1, 4e-4, True),
-    'cascade-mask-rcnn_datpp-small_fpn_ms-crop-3x_coco':
+    'cascade-mask-rcnn_datpp-small_fpn_32xb2-ms-crop-3x_coco':
         ('cmrcn_small_3x_4n_dp05_lr4', 0.5, 4e-4, False),
-    'cascade-mask-rcnn_datpp-base_fpn_ms-crop-3x_coco':
+    'cascade-mask-rcnn_datpp-base_fpn_64xb1-ms-crop-3x_coco':
         ('cmrcn_base_3x_8n_dp08_lr4', 0.8, 4e-4, False),
 }
 # one config per distinct model (the 1x and 3x configs of a detector build the same one)
-MODELS = [c for c in CONFIGS if '3x' in c and 'tiny_fpn_ms-crop-1x' not in c]
+MODELS = [c for c in CONFIGS if '3x' in c]
 
 
 def arch_of(config):
@@ -78,12 +86,20 @@ def test_config_follows_the_release(config):
     if config.startswith('configs/mask_rcnn'):
         assert cfg.model.neck.add_extra_convs == 'on_input'
 
+    # gradient checkpointing: use_checkpoint=True in the release's three model bases
+    assert backbone.with_cp is True
+
     optim = cfg.optim_wrapper
     assert optim.type == ('AmpOptimWrapper' if amp else 'OptimWrapper')
-    assert optim.optimizer.lr * 64 / 16 == pytest.approx(lr)
+    # the release's batch (64 images: 4 nodes x 8 GPUs x 2, DAT-B++ cascade 8 x 8 x 1) and lr,
+    # the batch in the name, and --auto-scale-lr from that batch
+    gpus, per_gpu = map(int, re.search(r'_(\d+)xb(\d+)-', config).groups())
+    assert (gpus, per_gpu) == ((64, 1) if 'datpp-base' in config else (32, 2))
+    assert cfg.train_dataloader.batch_size == per_gpu
+    assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=64) and gpus * per_gpu == 64
+    assert optim.optimizer.lr == lr
     assert (optim.optimizer.type, optim.optimizer.weight_decay) == ('AdamW', 0.05)
     assert optim.paramwise_cfg.norm_decay_mult == 0.0
-    assert cfg.auto_scale_lr.base_batch_size == 16 == 8 * cfg.train_dataloader.batch_size
     epochs, steps = (36, [27, 33]) if '3x' in config else (12, [8, 11])
     assert cfg.train_cfg.max_epochs == epochs and cfg.param_scheduler[1].milestones == steps
     warmup = cfg.param_scheduler[0]
@@ -133,7 +149,7 @@ def test_upgrade_tool(tmp_path, datpp_backbone_layouts):
 
     import dat.adapters.mmdet  # noqa: F401
     init_default_scope('mmdet')
-    config = 'configs/retinanet/retinanet_datpp-tiny_fpn_amp-ms-crop-1x_coco.py'
+    config = 'configs/retinanet/retinanet_datpp-tiny_fpn_32xb2-amp-ms-crop-1x_coco.py'
     cfg = Config.fromfile(REPO / config)
     cfg.model.backbone.init_cfg = None
     with torch.device('meta'):
@@ -149,7 +165,7 @@ def test_upgrade_tool(tmp_path, datpp_backbone_layouts):
     saved = torch.load(dst, weights_only=True)
     assert saved['meta']['dataset_meta'] == dict(classes=['person', 'bicycle'])
 
-    mask_rcnn = REPO / 'configs/mask_rcnn/mask-rcnn_datpp-tiny_fpn_amp-ms-crop-1x_coco.py'
+    mask_rcnn = REPO / 'configs/mask_rcnn/mask-rcnn_datpp-tiny_fpn_32xb2-amp-ms-crop-1x_coco.py'
     out = subprocess.run([sys.executable, str(tool), str(src), str(tmp_path / 'x.pth'),
                           '--config', str(mask_rcnn)], capture_output=True, text=True, cwd=REPO)
     assert out.returncode != 0 and 'does not fit' in out.stderr and 'rpn_head' in out.stderr
@@ -164,8 +180,8 @@ def test_dist_train_then_test(tmp_path):
     make_coco(tmp_path / 'data', 4, classes)
     config = tmp_path / 'config.py'
     config.write_text(small_config_text(
-        'configs/mask_rcnn/mask-rcnn_datpp-tiny_fpn_amp-ms-crop-1x_coco.py', tmp_path / 'data',
-        classes, backbone=MINI_PP_BACKBONE))
+        'configs/mask_rcnn/mask-rcnn_datpp-tiny_fpn_32xb2-amp-ms-crop-1x_coco.py',
+        tmp_path / 'data', classes, backbone=MINI_PP_BACKBONE))
     work_dir = tmp_path / 'work'
     run(['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir', str(work_dir),
          '--no-validate'], env=dict(PORT=str(free_port())))

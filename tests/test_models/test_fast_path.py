@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from mini_configs import DAT_ARCH_2X as MINI
 
 from dat.models import DAT
-from dat.models.layers import (DeformableAttention, WindowAttention, attention_impl, fast_attention,
-                               get_attention_impl, resolve_attention_impl, set_attention_impl)
+from dat.models.layers import (DeformableAttention, WindowAttention, fast_attention,
+                               set_attention_impl)
 from dat.models.layers.deformable_attention import reference_points
 
 RTOL = 1e-4
@@ -33,8 +33,8 @@ def run(module, impl, *inputs, seed=0):
     """Forward (with a fixed seed, for drop-path), a weighted-sum backward; outputs, grads."""
     module.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
-    with attention_impl(impl):
-        outs = module(*inputs)
+    set_attention_impl(module, impl)
+    outs = module(*inputs)
     outs = outs if isinstance(outs, tuple) else (outs, )
     gen = torch.Generator().manual_seed(1)
     loss = sum((o * torch.randn(o.shape, generator=gen)).sum() for o in outs)
@@ -54,30 +54,6 @@ def assert_paths_agree(module, *inputs):
         assert_close(fast_grads[name], grad, name)
 
 
-def test_impl_choice():
-    cpu, cuda = torch.device('cpu'), torch.device('cuda')
-    assert get_attention_impl() == 'auto'
-    # auto: SDPA on CUDA (FlexAttention is opt-in), the reference elsewhere
-    assert resolve_attention_impl('auto', cpu) == 'reference'
-    assert resolve_attention_impl('auto', cuda) == 'sdpa'
-    with attention_impl('sdpa'):
-        assert get_attention_impl() == 'sdpa'
-        assert resolve_attention_impl('auto', cpu) == 'sdpa'
-        with attention_impl('reference'):
-            assert resolve_attention_impl('auto', cuda) == 'reference'
-            # a layer's own choice (from the config) wins over the process-wide one
-            assert resolve_attention_impl('flex', cuda) == 'flex'
-        assert get_attention_impl() == 'sdpa'
-    assert get_attention_impl() == 'auto'
-    message = (r"Unknown attention implementation attn_impl='flash'; choose one of 'auto', "
-               r"'reference', 'sdpa', 'flex'")
-    with pytest.raises(ValueError, match=message):
-        set_attention_impl('flash')
-    assert get_attention_impl() == 'auto'
-    with pytest.raises(ValueError, match=message):
-        DAT(MINI, img_size=64, attn_impl='flash')
-
-
 def sdpa_calls(monkeypatch):
     """Count calls of F.scaled_dot_product_attention."""
     calls = []
@@ -90,19 +66,18 @@ def sdpa_calls(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize('impl,process_wide,uses_sdpa', [
-    ('reference', 'sdpa', False), ('sdpa', 'reference', True), ('auto', 'sdpa', True),
-    ('auto', 'auto', False)])
-def test_attn_impl_reaches_every_layer(monkeypatch, impl, process_wide, uses_sdpa):
-    """The backbone's attn_impl is every attention layer's, and it wins over the
-    process-wide choice, which only 'auto' layers follow."""
+@pytest.mark.parametrize('impl,uses_sdpa', [
+    ('reference', False), ('sdpa', True), ('flex', True), ('auto', False)])
+def test_attn_impl_reaches_every_layer(monkeypatch, impl, uses_sdpa):
+    """The backbone's attn_impl is every attention layer's ('auto' on the CPU: the
+    reference; 'flex' at these sizes: SDPA)."""
     model = DAT(MINI, img_size=64, window_size=[4, 4, 4, 2], attn_impl=impl).eval()
     layers = [m for m in model.modules() if isinstance(m, (WindowAttention,
                                                            DeformableAttention))]
     assert len(layers) == sum(MINI['depths'])
     assert {layer.attn_impl for layer in layers} == {impl}
     calls = sdpa_calls(monkeypatch)
-    with attention_impl(process_wide), torch.no_grad():
+    with torch.no_grad():
         model(torch.randn(1, 3, 64, 64))
     assert len(calls) == (len(layers) if uses_sdpa else 0)
 
@@ -146,19 +121,17 @@ def test_flex_training_on_cpu_switches_to_sdpa_clearly():
     with warnings.catch_warnings():
         warnings.simplefilter('error')  # no second warning
         again = attn(x)
-    with attention_impl('reference'):
-        attn.attn_impl = 'auto'
-        reference = attn(x)
+    set_attention_impl(attn, 'reference')
+    reference = attn(x)
     assert_close(out, reference, 'output')
     assert_close(again, reference, 'output')
 
 
 def test_return_info_uses_reference():
     torch.manual_seed(0)
-    model = DAT(MINI, img_size=64, window_size=[4, 4, 4, 2]).eval()
+    model = DAT(MINI, img_size=64, window_size=[4, 4, 4, 2], attn_impl='sdpa').eval()
     x = torch.randn(1, 3, 64, 64)
-    with attention_impl('sdpa'):
-        outs, info = model.forward_with_deform_info(x)
+    outs, info = model.forward_with_deform_info(x)
     assert set(info) == {'stage2.block1', 'stage3.block1'}
     assert info['stage2.block1']['attn_weights'].shape == (1, 4, 16, 16)
     assert_close(outs[0], model(x)[0], 'output')
@@ -230,9 +203,8 @@ def test_aligned_mask_keeps_values():
 
 def test_no_graph_breaks_under_compile():
     model = DAT(MINI, img_size=64, window_size=[4, 4, 4, 2], drop_path_rate=0.1,
-                out_indices=(0, 1, 2, 3)).train()
-    with attention_impl('sdpa'):
-        explained = torch._dynamo.explain(model)(torch.randn(1, 3, 72, 93))
+                out_indices=(0, 1, 2, 3), attn_impl='sdpa').train()
+    explained = torch._dynamo.explain(model)(torch.randn(1, 3, 72, 93))
     torch._dynamo.reset()
     assert explained.graph_break_count == 0, explained.break_reasons
 

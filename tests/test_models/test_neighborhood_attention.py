@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from dat.models.layers import NeighborhoodAttention
-from dat.models.layers.neighborhood_attention import window_starts
+from dat.models.layers.neighborhood_attention import TILE, tile_axis, window_starts
 
 
 def natten_window_start(index, length, kernel_size):
@@ -41,10 +41,14 @@ def direct(layer: NeighborhoodAttention, x: torch.Tensor) -> torch.Tensor:
     return layer.proj(torch.stack(rows, 1)[:, :H, :W])
 
 
-@pytest.mark.parametrize('size', [(7, 7), (9, 13), (11, 8), (5, 9), (3, 4), (1, 1)])
-def test_matches_natten_forward_and_backward(size):
+# Sizes below the window, one tile, several tiles with every remainder modulo the tile
+@pytest.mark.parametrize('size', [(7, 7), (9, 13), (11, 8), (5, 9), (3, 4), (1, 1), (20, 17),
+                                  (16, 30), (12, 25), (18, 10)])
+@pytest.mark.parametrize('impl', ['reference', 'sdpa'])
+def test_matches_natten_forward_and_backward(size, impl):
     torch.manual_seed(0)
-    layer = NeighborhoodAttention(8, 2, kernel_size=7).double()
+    layer = NeighborhoodAttention(8, 2, kernel_size=7, attn_impl=impl).double()
+    assert layer.kernel(torch.device('cpu')) == impl
     x = torch.randn(2, *size, 8, dtype=torch.float64, requires_grad=True)
     out = layer(x)
     grad = torch.randn_like(out)
@@ -69,3 +73,52 @@ def test_bad_arguments():
         NeighborhoodAttention(10, 3)
     with pytest.raises(ValueError, match='odd'):
         NeighborhoodAttention(8, 2, kernel_size=6)
+
+
+@pytest.mark.parametrize('kernel_size', [3, 5, 7])
+def test_tiles_hold_every_window(kernel_size):
+    """Every query of the 'sdpa' kernel's tiles finds its whole window in its tile's keys,
+    for every length and remainder modulo the tile."""
+    for length in range(kernel_size, 3 * TILE + 2):
+        pad, n, keys, inside = tile_axis(length, kernel_size, TILE, 'cpu')
+        starts = window_starts(length, kernel_size, 'cpu')
+        assert (n - 1) * TILE < length + pad <= n * TILE
+        for query in range(length):
+            tile, u = divmod(query + pad, TILE)
+            window = keys[tile][inside[tile, u]].tolist()
+            assert window == list(range(starts[query], starts[query] + kernel_size))
+
+
+def test_sdpa_kernel_stores_no_gathered_keys():
+    """The reference stores K*K = 49 copies of the keys and values for the backward; the
+    tiled kernel stores the input, q, k and v (its halos and masks are rebuilt in the
+    backward): about 5 times the input, where storing the halos and masks took 16."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 56, 56, 64, requires_grad=True)
+    saved = {}
+    for impl in ('reference', 'sdpa'):
+        layer = NeighborhoodAttention(64, 2, attn_impl=impl)
+        storages = {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            layer(x)
+        saved[impl] = sum(storages.values()) / x.numel() / x.element_size()
+    assert saved['reference'] > 2 * 49  # K and V gathered: 49 copies each
+    assert saved['sdpa'] < 6, saved
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_sdpa_kernel_in_low_precision(dtype):
+    torch.manual_seed(0)
+    reference = NeighborhoodAttention(32, 2, attn_impl='reference')
+    fast = NeighborhoodAttention(32, 2, attn_impl='sdpa')
+    fast.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 23, 30, 32)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16,
+                                         enabled=dtype == torch.bfloat16):
+        got, want = fast(x).float(), reference(x).float()
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)

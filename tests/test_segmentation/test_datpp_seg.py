@@ -65,6 +65,8 @@ def test_config_follows_the_release(config):
     assert backbone.drop_path_rate == drop_path and backbone.out_indices == (0, 1, 2, 3)
     assert backbone.init_cfg.checkpoint == f'checkpoints/datpp-{arch}_in1k_224.pth'
     assert cfg.model.decode_head.num_classes == 150
+    # use_checkpoint: True in the release's upernet_dat.py, False in its fpn_dat.py
+    assert backbone.with_cp is ('upernet' in config)
     optim = cfg.optim_wrapper
     assert optim.type == ('AmpOptimWrapper' if amp else 'OptimWrapper')
     assert optim.paramwise_cfg.custom_keys['norm'] == dict(decay_mult=0.)
@@ -75,8 +77,11 @@ def test_config_follows_the_release(config):
         assert optim.optimizer == dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999),
                                        weight_decay=0.01)
         warmup, poly = cfg.param_scheduler
-        assert (warmup.end, warmup.start_factor, poly.power, poly.end) == \
-            (1500, 1e-6, 1.0, 160000)
+        # overlapping from iteration 0: the release's poly decay with the warm-up on top
+        assert (warmup.type, warmup.begin, warmup.end, warmup.start_factor) == \
+            ('LinearLR', 0, 1501, 1e-6)
+        assert (poly.type, poly.begin, poly.end, poly.power, poly.eta_min) == \
+            ('PolyLR', 0, 160001, 1.0, 0.)
         assert (cfg.train_dataloader.batch_size, cfg.train_cfg.max_iters) == (2, 160000)
     else:
         assert cfg.model.neck.in_channels == DIMS[arch]
@@ -86,6 +91,30 @@ def test_config_follows_the_release(config):
         (poly, ) = cfg.param_scheduler
         assert (poly.type, poly.power, poly.eta_min, poly.end) == ('PolyLR', 0.9, 0., 40000)
         assert (cfg.train_dataloader.batch_size, cfg.train_cfg.max_iters) == (4, 40000)
+
+
+def test_upernet_lr_is_the_release_poly_with_warmup():
+    """mmengine's LinearLR and PolyLR, overlapping from iteration 0, give the lr of the
+    release's mmcv 1.x 'poly' policy with a linear warm-up: poly from iteration 0, times
+    1 - (1 - i / 1500) * (1 - 1e-6) during the warm-up."""
+    from mmengine.optim import OptimWrapper
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    cfg = Config.fromfile(
+        REPO / 'configs/upernet/upernet_datpp-tiny_8xb2-amp-160k_ade20k-512x512.py')
+    base, total = 6e-5, 160000
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    wrapper = OptimWrapper(optimizer)
+    schedulers = [PARAM_SCHEDULERS.build(dict(s, optimizer=wrapper))
+                  for s in cfg.param_scheduler]
+    checked = {0, 1, 749, 1499, 1500, 1501, 3000}
+    for i in range(max(checked) + 1):
+        if i in checked:
+            poly = base * (1 - i / total)
+            warmup = 1 - (1 - i / 1500) * (1 - 1e-6) if i < 1500 else 1.0
+            assert optimizer.param_groups[0]['lr'] == pytest.approx(poly * warmup, rel=1e-9), i
+        for scheduler in schedulers:
+            scheduler.step()
 
 
 def test_weight_decay_as_the_release():

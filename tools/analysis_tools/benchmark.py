@@ -44,7 +44,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 
 from dat.models import DAT  # noqa: E402
-from dat.models.layers import ATTENTION_IMPLS, attention_impl, resolve_attention_impl  # noqa: E402
+from dat.models.layers import ATTENTION_IMPLS, attention_kernels, set_attention_impl  # noqa: E402
 
 ARCHS = ('tiny', 'small', 'base')
 #: Stochastic depth of the ImageNet recipes of DAT and Swin, by size.
@@ -73,9 +73,8 @@ def parse_args(argv=None):
                         'on the CPU, where bf16 autocast is several times slower)')
     parser.add_argument('--compile', action='store_true', help='torch.compile the model')
     parser.add_argument('--impl', choices=ATTENTION_IMPLS, default='auto',
-                        help="attention implementation of DAT, for layers whose attn_impl is "
-                        "'auto' (default: auto, which is sdpa on CUDA and reference on the "
-                        'CPU)')
+                        help="attn_impl of every attention layer of the model (default: auto, "
+                        "the model's own choice: each layer's best for the device)")
     parser.add_argument('--compare', choices=('swin', ), default=None,
                         help="also measure timm's Swin of the same size")
     parser.add_argument('--mode', choices=('train', 'inference', 'all'), default='all')
@@ -259,25 +258,25 @@ def run_all(args, emit):
     models = build_models(args)
     for name, impl, model in models:
         model = model.to(args.device)
-        # timm's Swin does not read the setting; DAT's layers read it at every forward.
-        with attention_impl(impl if impl != 'timm' else 'auto'):
-            kinds = {resolve_attention_impl(m.attn_impl, args.device)
-                     for m in model.modules() if hasattr(m, 'attn_impl')}
-            resolved = '+'.join(sorted(kinds)) if kinds else impl
-            if args.compile:
-                model = torch.compile(model)
-            for mode in modes:
-                runner = Runner(model, mode, args, classification=args.config is None)
-                record = dict(mode=mode, model=name, impl=resolved, batch_size=args.batch_size,
-                              img_size=list(args.img_size), amp=args.amp,
-                              compile=args.compile)
-                record.update(measure(runner, args))
-                record.update(iters=args.iters, warmup=args.warmup,
-                              device=device_name(args.device), torch=torch.__version__)
-                emit(record)
-                if args.profile:
-                    profile(runner, args, f'{name} {resolved} {mode}')
-                del runner
+        # timm's Swin has no attention layers of ours; 'auto' keeps the model's own choice.
+        if impl not in ('timm', 'auto'):
+            set_attention_impl(model, impl)
+        kinds = set(attention_kernels(model, args.device).values())
+        resolved = '+'.join(sorted(kinds)) if kinds else impl
+        if args.compile:
+            model = torch.compile(model)
+        for mode in modes:
+            runner = Runner(model, mode, args, classification=args.config is None)
+            record = dict(mode=mode, model=name, impl=resolved, batch_size=args.batch_size,
+                          img_size=list(args.img_size), amp=args.amp,
+                          compile=args.compile)
+            record.update(measure(runner, args))
+            record.update(iters=args.iters, warmup=args.warmup,
+                          device=device_name(args.device), torch=torch.__version__)
+            emit(record)
+            if args.profile:
+                profile(runner, args, f'{name} {resolved} {mode}')
+            del runner
         del model
         if args.device.type == 'cuda':
             torch.cuda.empty_cache()

@@ -41,7 +41,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 
 from dat.models import DAT  # noqa: E402
-from dat.models.layers import DeformableAttention, attention_impl, fast_attention  # noqa: E402
+from dat.models.layers import DeformableAttention, fast_attention, set_attention_impl  # noqa: E402
 
 #: A scaled-down DAT with every block kind, for quick CPU runs.
 MINI = dict(embed_dims=[16, 32, 64, 64], depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 4],
@@ -183,7 +183,8 @@ def run(model, x, weights, impl: str, dtype: str, seed: int = 0):
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
     autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=dtype == 'bf16')
-    with attention_impl(impl), autocast:
+    set_attention_impl(model, impl)  # the model's own layers (compiled or not)
+    with autocast:
         outs = model(x)
     loss = sum((o.float() * w).sum() for o, w in zip(outs, weights))
     loss.backward()

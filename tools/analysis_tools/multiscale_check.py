@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 
 from dat.models import DAT  # noqa: E402
 from dat.models.layers import (ATTENTION_IMPLS, DeformableAttention, SizeCache,  # noqa: E402
-                               resolve_attention_impl)
+                               attention_kernels)
 
 #: Short sides of the multi-scale pipeline (configs/_base_/det/ms_crop_aug.py) and the
 #: longest side it allows.
@@ -186,7 +186,8 @@ def run(args, emit) -> int:
             reports.append(report)
             emit(report)
     summary = dict(arch=args.arch, attn_impl=args.impl,
-                   runs=resolve_attention_impl(args.impl, device), mode=args.mode,
+                   runs='+'.join(sorted(set(attention_kernels(model, device).values()))),
+                   mode=args.mode,
                    batch_size=args.batch_size, amp=args.amp, iters=args.iters,
                    device=torch.cuda.get_device_name(device) if device.type == 'cuda'
                    else 'cpu', torch=torch.__version__)

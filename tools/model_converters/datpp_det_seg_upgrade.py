@@ -2,8 +2,8 @@
 authors' release into an mmdet 3 / mmseg 1 checkpoint for this project's configs.
 
     python tools/model_converters/datpp_det_seg_upgrade.py mrcn_tiny_1x.pth \\
-        checkpoints/mask-rcnn_datpp-tiny_fpn_amp-ms-crop-1x_coco.pth \\
-        --config configs/mask_rcnn/mask-rcnn_datpp-tiny_fpn_amp-ms-crop-1x_coco.py
+        checkpoints/mask-rcnn_datpp-tiny_fpn_32xb2-amp-ms-crop-1x_coco.pth \\
+        --config configs/mask_rcnn/mask-rcnn_datpp-tiny_fpn_32xb2-amp-ms-crop-1x_coco.py
 
 The backbone keys are renamed as for ImageNet checkpoints (``dat/converters/datpp.py``);
 neck and head keys are kept (mmdet 3 and mmseg 1 use the same names). With ``--config`` the

@@ -13,6 +13,7 @@ model = dict(
     backbone=dict(
         _delete_=True, type='DATPlusPlus', arch='tiny', img_size=224, drop_path_rate=0.4,
         out_indices=(0, 1, 2, 3), attn_impl='auto',
+        with_cp=False,  # as use_checkpoint=False in the release's configs/_base_/models/fpn_dat.py
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/datpp-tiny_in1k_224.pth',
                       prefix='backbone.')),
     neck=dict(in_channels=[64, 128, 256, 512]),

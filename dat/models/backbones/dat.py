@@ -21,8 +21,9 @@ from mmengine.model import BaseModule
 from timm.layers import DropPath, Mlp
 
 from ..checkpoint import check_incoming, load_weights
-from ..layers import (DeformableAttention, WindowAttention, check_attention_impl,
-                      resolve_attention_impl)
+from ..layers import (DeformableAttention, WindowAttention, attention_kernels, attention_layers,
+                      check_attention_impl)
+from ..layers.common import summarize_kernels
 
 PATCH_SIZE = 4
 #: The smallest input side: the stem divides by 4, then three stages by 2.
@@ -132,10 +133,13 @@ class DAT(BaseModule):
         attn_impl (str): How every attention layer computes: ``'reference'`` (plain
             PyTorch, the numbers of the 2022 code), ``'sdpa'`` (fused SDPA kernels),
             ``'flex'`` (SDPA, and FlexAttention in deformable blocks with many keys;
-            opt-in, not yet verified on a GPU) or ``'auto'`` (the process-wide choice of
-            :func:`dat.models.layers.set_attention_impl`, by default ``'sdpa'`` on CUDA and
-            ``'reference'`` elsewhere). All give the same numbers up to rounding; the
-            first forward logs the one in use. Default: ``'auto'``.
+            opt-in, not yet verified on a GPU) or ``'auto'`` (each layer's best for the
+            device: ``'sdpa'`` on CUDA, ``'reference'`` elsewhere except DAT++'s
+            neighbourhood blocks, ``'sdpa'`` everywhere). All give the same numbers up to
+            rounding. :func:`dat.models.layers.attention_kernels` says which kernel each
+            layer runs, the first forward logs it, and
+            :func:`dat.models.layers.set_attention_impl` changes it on a built model.
+            Default: ``'auto'``.
         init_cfg (dict, optional): mmengine init config, e.g. ``dict(type='Pretrained',
             checkpoint=..., prefix='backbone.')``, loaded strictly (see :meth:`init_weights`).
             Position tables of another size are resized on load and the resize is logged.
@@ -334,8 +338,10 @@ class DAT(BaseModule):
         self._logged_impl = True
         logger = MMLogger.get_current_instance()
         if any(isinstance(h, logging.FileHandler) for h in logger.handlers):
-            logger.info(f'DAT attention: attn_impl={self.attn_impl!r} runs '
-                        f'{resolve_attention_impl(self.attn_impl, device)!r} on {device.type}')
+            kernels = summarize_kernels(attention_kernels(self, device),
+                                        attention_layers(self))
+            logger.info(f'DAT attention: attn_impl={self.attn_impl!r} runs {kernels} on '
+                        f'{device.type}')
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """(B, C, H, W) -> one (B, C_i, H_i, W_i) map per stage in ``out_indices``."""

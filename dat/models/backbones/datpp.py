@@ -146,8 +146,9 @@ class DATPlusPlus(DAT):
         frozen_stages (int): Freeze the stem and the first ``frozen_stages`` stages (and
             their output norms); -1 freezes nothing. Default: -1.
         with_cp (bool): Gradient checkpointing per block. Default: False.
-        attn_impl (str): See :class:`DAT`; the N blocks have only the reference kernel.
-            Default: ``'auto'``.
+        attn_impl (str): See :class:`DAT`; the N blocks run ``'sdpa'`` (blocked local
+            attention, see :mod:`dat.models.layers.neighborhood_attention`) under ``'auto'``
+            on every device. Default: ``'auto'``.
         init_cfg (dict, optional): See :class:`DAT`. Default: None.
 
     Parameter names: ``patch_embed.{proj1,norm1,proj2,norm2}``,

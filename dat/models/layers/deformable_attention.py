@@ -46,7 +46,7 @@ from mmengine.logging import MMLogger
 from timm.layers import LayerNorm2d, trunc_normal_
 
 from . import fast_attention
-from .common import check_attention_impl, resolve_attention_impl
+from .common import AttentionImplMixin
 
 #: s in step 2: offsets reach at most 2 pixels of the map in each direction.
 OFFSET_RANGE_FACTOR = 2.0
@@ -120,7 +120,7 @@ class OffsetNetwork(nn.Sequential):
         return self.proj(x.contiguous())
 
 
-class DeformableAttention(nn.Module):
+class DeformableAttention(AttentionImplMixin, nn.Module):
     """Deformable multi-head attention over a (B, H, W, C) feature map.
 
     Args:
@@ -146,6 +146,7 @@ class DeformableAttention(nn.Module):
     #: The FlexAttention kernel of ``attn_impl='flex'`` (one key per query; see
     #: :func:`.fast_attention.deformable_flex_attention`).
     supports_flex = True
+    attn_kernels = {'reference': 'reference', 'sdpa': 'sdpa', 'flex': 'flex'}
 
     def __init__(self, dim: int, num_heads: int, groups: int, fmap_size: Tuple[int, int],
                  offset_kernel_size: int, offset_stride: int = 1, attn_impl: str = 'auto'):
@@ -153,7 +154,7 @@ class DeformableAttention(nn.Module):
         if dim % num_heads or num_heads % groups:
             raise ValueError(f'dim={dim}, num_heads={num_heads} and groups={groups} must '
                              'divide: dim by heads, heads by groups')
-        self.attn_impl = check_attention_impl(attn_impl)
+        self.init_attention_impl(attn_impl)
         self.flex_guard = fast_attention.FlexGuard()
         self.num_heads = num_heads
         self.groups = groups
@@ -224,7 +225,7 @@ class DeformableAttention(nn.Module):
         """x: (B, H, W, C) -> (B, H, W, C)."""
         H, W = x.shape[1:3]
         q, k, v, positions, _ = self.attend_inputs(x)
-        impl = resolve_attention_impl(self.attn_impl, x.device)
+        impl = self.kernel(x.device)
         if impl == 'reference':
             out = self.attention_weights(q, k, positions, H, W) @ v
         else:

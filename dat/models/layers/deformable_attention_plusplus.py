@@ -27,7 +27,8 @@ backbone refuses inputs for which a stage would be 1 pixel high or wide.
 steps 1, 4 and 6) with the grids of steps 3 and 5 and the offset transform of step 3
 replaced. Fast path (``attn_impl``, see :mod:`dat.models.layers.common`): step 6 with
 ``F.scaled_dot_product_attention`` and the bias of step 5 as its mask; ``'flex'`` runs it
-too (the FlexAttention kernel wants one key per query).
+too (the FlexAttention kernel wants one key per query), a documented fallback that
+:func:`dat.models.layers.attention_kernels` reports.
 """
 import torch
 
@@ -62,13 +63,14 @@ class DeformableAttentionPlusPlus(DeformableAttention):
             0-3).
         attn_impl (str): ``'reference'`` computes step 6 in plain PyTorch; ``'sdpa'`` and
             ``'flex'`` with ``F.scaled_dot_product_attention`` (no FlexAttention kernel for
-            DAT++ yet); ``'auto'`` follows :func:`dat.models.layers.resolve_attention_impl`.
+            DAT++ yet); ``'auto'`` is ``'sdpa'`` on CUDA, ``'reference'`` elsewhere.
             Default: ``'auto'``.
 
     Parameter names: those of :class:`.DeformableAttention`.
     """
 
     supports_flex = False
+    attn_kernels = {'reference': 'reference', 'sdpa': 'sdpa', 'flex': 'sdpa'}
 
     def key_grid(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         return key_grid(height, width, torch.float32, device)

@@ -13,17 +13,38 @@ DAT++ release uses:
   right to at least K x K before ``qkv``, as the release does. The padded tokens are keys
   like any other (their keys and values are the ``qkv`` bias); the output is cropped back.
 
-The plain PyTorch code here (:func:`neighborhood_attention`) gathers each query's keys, so
-it stores K*K copies of the keys and values: it is the reference, not a fast kernel.
+Two kernels (``attn_impl``, see :mod:`dat.models.layers.common`):
+
+- ``'reference'`` (:func:`neighborhood_attention`) gathers each query's keys, so it stores
+  K*K copies of the keys and values (49 for K = 7): the plain transcription of the above.
+- ``'sdpa'`` (:func:`blocked_neighborhood_attention`, ``'auto'`` on every device): the map is
+  cut into tiles of ``T x T`` queries (:data:`TILE`); each tile attends to the
+  ``(T + K - 1)^2`` keys around it (its halo) with ``F.scaled_dot_product_attention``, and an
+  additive mask gives every pair its bias and -inf where the key is outside the query's
+  window. The work is dense and fused. In training, the halos (about 3 copies of K and V
+  for T = 8) and the (T*T, halo) masks are not stored: the backward rebuilds them and runs
+  the tiles' forward again (``torch.utils.checkpoint``, as flash attention recomputes its
+  scores), so a block stores q, k and v only. Its numbers equal the reference's up to
+  rounding (``tests/test_models/test_neighborhood_attention.py``).
 """
 from typing import Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 from timm.layers import trunc_normal_
+from torch.utils.checkpoint import checkpoint
 
-from .common import check_attention_impl
+from .common import AttentionImplMixin, SizeCache
+from .fast_attention import aligned_mask
+
+#: Side T of the query tiles of the ``'sdpa'`` kernel. Each query attends to (T + K - 1)^2
+#: keys, of which K^2 are in its window; T = 8 stored the least at DAT-T++'s 896 px sizes
+#: (docs/benchmarks.md).
+TILE = 8
+#: The tiles' key indices and window masks, keyed by (height, width, K, T, device).
+TILE_PLANS = SizeCache(8)
 
 
 def window_starts(length: int, kernel_size: int, device: torch.device) -> torch.Tensor:
@@ -65,16 +86,87 @@ def neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return torch.einsum('bmnk,bmnkd->bmnd', attn.softmax(dim=-1), v[:, :, keys])
 
 
-class NeighborhoodAttention(nn.Module):
+def tile_axis(length: int, kernel_size: int, tile: int,
+              device: torch.device) -> Tuple[int, int, torch.Tensor, torch.Tensor]:
+    """How :func:`blocked_neighborhood_attention` tiles one axis of length L (>= K).
+
+    Tile t holds the queries ``t * T - pad + u`` (u < T) and the keys
+    ``t * T - pad - K // 2 + l`` (l < T + K - 1). ``pad`` queries (padding) come before the
+    first real one, so that the last tile has no real query whose shifted window starts
+    above its halo: it holds all T, or more than ``K // 2``, real queries.
+
+    Returns:
+        tuple: ``pad``, the number of tiles n, ``keys`` (n, T + K - 1), the key indices
+        (clamped into the map; those outside are masked), and ``inside`` (n, T, T + K - 1),
+        whether the key is in the query's window.
+    """
+    K, T, r = kernel_size, tile, kernel_size // 2
+    pad = 0 if length % T == 0 or length % T > r else r + 1 - length % T
+    n = (length + pad + T - 1) // T
+    queries = torch.arange(n * T, device=device) - pad
+    starts = window_starts(length, K, device)[queries.clamp(0, length - 1)].view(n, T, 1)
+    keys = (torch.arange(n, device=device)[:, None] * T - pad - r
+            + torch.arange(T + K - 1, device=device))
+    inside = (keys[:, None, :] >= starts) & (keys[:, None, :] < starts + K)
+    return pad, n, keys.clamp(0, length - 1), inside
+
+
+def tile_plan(height: int, width: int, kernel_size: int, tile: int, device: torch.device):
+    """The padding (top, left), tile counts (rows, columns), flat key indices
+    (n_tiles * halo,) and window mask (n_tiles, T*T, halo) of a (height, width) map;
+    cached in :data:`TILE_PLANS`."""
+    def build():
+        pad_y, n_y, keys_y, inside_y = tile_axis(height, kernel_size, tile, device)
+        pad_x, n_x, keys_x, inside_x = tile_axis(width, kernel_size, tile, device)
+        keys = keys_y[:, None, :, None] * width + keys_x[None, :, None, :]  # (ny, nx, L, L)
+        inside = inside_y[:, None, :, None, :, None] & inside_x[None, :, None, :, None, :]
+        return (torch.tensor([pad_y, pad_x, n_y, n_x]), keys.reshape(-1),
+                rearrange(inside, 'ny nx u v l m -> (ny nx) (u v) (l m)'))
+    sizes, keys, inside = TILE_PLANS.get((height, width, kernel_size, tile, device), build)
+    return sizes.tolist(), keys, inside
+
+
+def blocked_neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                   rpb: torch.Tensor, scale: float,
+                                   tile: int = TILE) -> torch.Tensor:
+    """Neighbourhood attention by tiles with SDPA: (B, H, W, M, d) each -> (B, H, W, M, d).
+
+    ``q`` is not scaled (``scale`` is SDPA's); ``rpb`` is (M, 2K - 1, 2K - 1); the map is at
+    least K x K. Same numbers as :func:`neighborhood_attention` up to rounding.
+    """
+    B, H, W, M, d = q.shape
+    K, T = (rpb.shape[-1] + 1) // 2, tile
+    L = T + K - 1
+    (pad_y, pad_x, n_y, n_x), keys, inside = tile_plan(H, W, K, T, q.device)
+    # The bias of query (u, v) and key (l, m) of a tile: rpb[dy + K - 1, dx + K - 1] with
+    # dy = l - K // 2 - u, the same in every tile (pairs out of range are masked anyway).
+    index = (torch.arange(L, device=q.device) - torch.arange(T, device=q.device)[:, None]
+             + K // 2).clamp(0, 2 * K - 2)  # (T, L)
+    bias = rpb[:, index[:, None, :, None], index[None, :, None, :]]  # (M, T, T, L, L)
+    bias = rearrange(bias, 'm u v l m2 -> m 1 (u v) (l m2)').to(q.dtype)
+    # (1, M * n_tiles, T*T, L*L): heads and tiles in SDPA's head dimension (its fused kernels
+    # take 4-D inputs), one mask for every image, rows aligned for the fused kernels.
+    mask = aligned_mask(bias.masked_fill(~inside, float('-inf')).flatten(0, 1)[None])
+
+    q = F.pad(q, (0, 0, 0, 0, pad_x, n_x * T - W - pad_x, pad_y, n_y * T - H - pad_y))
+    q = rearrange(q, 'b (ny u) (nx v) m d -> b (m ny nx) (u v) d', u=T, v=T)
+    k, v = (rearrange(t, 'b h w m d -> b m (h w) d')[:, :, keys] for t in (k, v))
+    k, v = (t.view(B, M * n_y * n_x, L * L, d) for t in (k, v))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    out = rearrange(out, 'b (m ny nx) (u v) d -> b (ny u) (nx v) m d', m=M, nx=n_x, u=T)
+    return out[:, pad_y:pad_y + H, pad_x:pad_x + W]
+
+
+class NeighborhoodAttention(AttentionImplMixin, nn.Module):
     """Multi-head neighbourhood attention over a (B, H, W, C) map, as natten 0.14.
 
     Args:
         dim (int): Channels C.
         num_heads (int): Heads M.
         kernel_size (int): Neighbourhood side K (odd). Default: 7.
-        attn_impl (str): Checked and kept like the other layers' (see
-            :mod:`dat.models.layers.common`); every value runs the reference
-            :func:`neighborhood_attention`, since no fused kernel exists yet. Default: 'auto'.
+        attn_impl (str): ``'reference'`` or ``'sdpa'`` (see the module's docstring);
+            ``'flex'`` runs ``'sdpa'`` (no FlexAttention kernel here); ``'auto'`` is
+            ``'sdpa'`` on every device. Default: ``'auto'``.
 
     Parameter names (those of natten's ``NeighborhoodAttention2D``): ``qkv``, ``proj``
     (linear layers) and ``rpb`` (M, 2K - 1, 2K - 1).
@@ -82,8 +174,7 @@ class NeighborhoodAttention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, kernel_size: int = 7, attn_impl: str = 'auto'):
         super().__init__()
-        # One implementation so far (the reference); the choice is kept for the config.
-        self.attn_impl = check_attention_impl(attn_impl)
+        self.init_attention_impl(attn_impl)
         if dim % num_heads:
             raise ValueError(f'dim={dim} is not divisible by num_heads={num_heads}')
         if kernel_size < 3 or kernel_size % 2 == 0:
@@ -96,6 +187,10 @@ class NeighborhoodAttention(nn.Module):
         trunc_normal_(self.rpb, std=0.02, a=-2.0, b=2.0)  # natten's initialisation
         self.proj = nn.Linear(dim, dim)
 
+    attn_kernels = {'reference': 'reference', 'sdpa': 'sdpa', 'flex': 'sdpa'}
+    # Exact up to rounding, faster and far lighter than the gathers on the CPU too.
+    auto_kernels = {'cuda': 'sdpa', 'cpu': 'sdpa'}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
         B, H, W, C = x.shape
@@ -103,8 +198,18 @@ class NeighborhoodAttention(nn.Module):
         if H < K or W < K:  # zero padding up to the window, as the release does
             x = F.pad(x, (0, 0, 0, max(K - W, 0), 0, max(K - H, 0)))
         padded_h, padded_w = x.shape[1:3]
-        qkv = self.qkv(x).reshape(B, padded_h * padded_w, 3, M, C // M)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, M, N, d)
-        out = neighborhood_attention(q * self.scale, k, v, self.rpb, padded_h, padded_w)
-        out = out.transpose(1, 2).reshape(B, padded_h, padded_w, C)[:, :H, :W]
-        return self.proj(out)
+        qkv = self.qkv(x).reshape(B, padded_h, padded_w, 3, M, C // M)
+        if self.kernel(x.device) == 'sdpa':
+            q, k, v = qkv.unbind(3)
+            if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+                # The halos and masks are rebuilt in the backward (as flash attention
+                # recomputes its scores), so only q, k and v are stored.
+                out = checkpoint(blocked_neighborhood_attention, q, k, v, self.rpb,
+                                 self.scale, use_reentrant=False)
+            else:
+                out = blocked_neighborhood_attention(q, k, v, self.rpb, self.scale)
+        else:
+            q, k, v = rearrange(qkv, 'b h w three m d -> three b m (h w) d').unbind(0)
+            out = neighborhood_attention(q * self.scale, k, v, self.rpb, padded_h, padded_w)
+            out = rearrange(out, 'b m (h w) d -> b h w m d', h=padded_h)
+        return self.proj(out[:, :H, :W].reshape(B, H, W, C))

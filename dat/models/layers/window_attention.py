@@ -14,8 +14,10 @@ small LRU cache (:data:`WINDOW_MASKS`) shared by all window layers, so memory do
 with the number of input sizes (docs/benchmarks.md has the build-vs-cache measurement).
 
 ``attn_impl`` (see :mod:`dat.models.layers.common`): ``'reference'`` is the plain PyTorch
-code below; ``'sdpa'`` and ``'flex'`` run the same math with
-``F.scaled_dot_product_attention``, the bias and mask passed as ``attn_mask``.
+code below (``'auto'`` off CUDA); ``'sdpa'`` (``'auto'`` on CUDA) runs the same math with
+``F.scaled_dot_product_attention``, the bias and mask passed as ``attn_mask``. ``'flex'``
+runs ``'sdpa'``: with 49 keys per window FlexAttention has no gain to give (and its
+gradients were wrong at 49 keys in a probe, see docs/benchmarks.md).
 """
 import math
 from typing import Dict, Optional
@@ -27,7 +29,7 @@ from einops import rearrange
 from mmengine.logging import MMLogger
 from timm.layers import gen_relative_position_index, trunc_normal_
 
-from .common import SizeCache, check_attention_impl, resolve_attention_impl
+from .common import AttentionImplMixin, SizeCache
 from .fast_attention import window_sdpa
 
 #: Logit added to masked pairs, as in the 2022 release.
@@ -87,7 +89,7 @@ def build_window_mask(height: int, width: int, window_size: int, shift_size: int
     return torch.zeros(blocked.shape, device=device).masked_fill(blocked, MASK_VALUE)
 
 
-class WindowAttention(nn.Module):
+class WindowAttention(AttentionImplMixin, nn.Module):
     """Multi-head self-attention in (optionally shifted) windows of a (B, H, W, C) map.
 
     Args:
@@ -95,19 +97,21 @@ class WindowAttention(nn.Module):
         num_heads (int): Heads.
         window_size (int): Window side w.
         shift (bool): Shift the windows by ``ceil(w / 2)`` (the S block). Default: False.
-        attn_impl (str): Kernel, one of :data:`dat.models.layers.ATTENTION_IMPLS`
-            (``'flex'`` runs SDPA here). Default: ``'auto'``.
+        attn_impl (str): ``'auto'``, ``'reference'``, ``'sdpa'`` or ``'flex'`` (which runs
+            SDPA here); see the module's docstring. Default: ``'auto'``.
 
     Parameter names: ``qkv``, ``proj`` (linear layers) and
     ``relative_position_bias_table`` ((2w-1)^2, heads).
     """
+
+    attn_kernels = {'reference': 'reference', 'sdpa': 'sdpa', 'flex': 'sdpa'}
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shift: bool = False,
                  attn_impl: str = 'auto'):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f'dim={dim} is not divisible by num_heads={num_heads}')
-        self.attn_impl = check_attention_impl(attn_impl)
+        self.init_attention_impl(attn_impl)
         self.num_heads = num_heads
         self.window_size = window_size
         self.shift_size = math.ceil(window_size / 2) if shift else 0
@@ -149,7 +153,7 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(N, N, -1).permute(2, 0, 1)  # (heads, N, N)
         mask = self.attention_mask(H, W, x.device)
-        if resolve_attention_impl(self.attn_impl, x.device) != 'reference':
+        if self.kernel(x.device) == 'sdpa':
             out = window_sdpa(self.qkv(windows), B, self.num_heads, bias, mask)
         else:
             qkv = self.qkv(windows).reshape(n_windows, N, 3, self.num_heads, -1)

@@ -1,8 +1,8 @@
 # DAT-S++ RetinaNet, 1x with the multi-scale + crop augmentation: the authors'
 # configs/dat/rtn_small_1x_4n_dp01_lr2.py (LeapLabTHU/DAT-Detection, mmdet 2.26).
 _base_ = ['../_base_/det/retinanet_datpp_fpn.py', '../_base_/det/coco_detection_ms-crop.py',
-          '../_base_/det/schedule_adamw_amp-1x.py']
+          '../_base_/det/schedule_adamw_datpp_amp-1x.py']
 model = dict(backbone=dict(arch='small', drop_path_rate=0.1,
                            init_cfg=dict(checkpoint='checkpoints/datpp-small_in1k_224.pth')),
              neck=dict(in_channels=[192, 384, 768]))
-optim_wrapper = dict(optimizer=dict(lr=2e-4 * 16 / 64))  # RetinaNet: 2e-4 for 64 images
+optim_wrapper = dict(optimizer=dict(lr=2e-4))  # the release's RetinaNet lr (64 images)
