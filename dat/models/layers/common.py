@@ -78,7 +78,8 @@ class SizeCache:
 
     It holds at most ``max_entries`` entries, so its memory does not grow with the number of
     input sizes a run sees (multi-scale training sees a new size nearly every iteration).
-    While ``torch.compile`` traces, :meth:`get` builds the value in the graph instead.
+    While ``torch.compile`` or the ONNX exporter traces, :meth:`get` builds the value in the
+    graph instead.
     """
 
     _instances: 'weakref.WeakSet[SizeCache]' = weakref.WeakSet()
@@ -96,7 +97,7 @@ class SizeCache:
     def get(self, key: Hashable,
             build: Callable[[], Optional[torch.Tensor]]) -> Optional[torch.Tensor]:
         """The value for ``key``, built by ``build()`` if it is not cached."""
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
             return build()
         if key in self._entries:
             self._entries.move_to_end(key)
