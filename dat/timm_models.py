@@ -190,15 +190,18 @@ default_cfgs = generate_default_cfgs({
 
 
 def _create(variant: str, family: str, arch: str, pretrained: bool = False, **kwargs):
+    overlay = dict(kwargs.pop('pretrained_cfg_overlay', None) or {})
     if pretrained:
-        cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'),
-                                     dict(kwargs.get('pretrained_cfg_overlay') or {}))
+        cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), dict(overlay))
         if not cfg.file:
             release = RELEASES[release_file(cfg)]
             raise FileNotFoundError(release.missing(f"timm.create_model('{variant}', "
                                                     'pretrained=True)'))
+    # Files are read by DATTimm.load_pretrained (no code run from them, converted, strict),
+    # not by timm's loader (timm >= 1.0.30 resets custom_load when a file is given).
+    overlay['custom_load'] = True
     return build_model_with_cfg(
-        DATTimm, variant, pretrained, family=family, arch=arch,
+        DATTimm, variant, pretrained, pretrained_cfg_overlay=overlay, family=family, arch=arch,
         feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls='getter'), **kwargs)
 
 

@@ -184,12 +184,14 @@ def test_eval_transform_is_our_test_pipeline(name, mmpretrain_hub, tmp_path):
     std) gives the input of our mmpretrain test pipeline and data preprocessor, on real
     photos, also resized to other aspect ratios."""
     from mmengine.dataset import Compose
+    from mmengine.registry import DefaultScope
     from mmpretrain.apis import ModelHub
     from mmpretrain.registry import MODELS as MM_MODELS
     from PIL import Image
 
     config = ModelHub.get(MODELS[name][0]).config
-    pipeline = Compose(config.test_dataloader.dataset.pipeline)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        pipeline = Compose(config.test_dataloader.dataset.pipeline)
     preprocessor = MM_MODELS.build(dict(type='ClsDataPreprocessor', **config.data_preprocessor))
     transform = timm.data.create_transform(
         **timm.data.resolve_data_config(model=timm.create_model(name)))

@@ -130,7 +130,8 @@ def test_mmdet_tools_train_and_test(tmp_path):
         'val_dataloader.dataset.pipeline.1.scale=(128,96)',
         'test_dataloader.dataset.pipeline.1.scale=(128,96)',
         f'val_evaluator.ann_file={ann_file}', f'test_evaluator.ann_file={ann_file}',
-        'train_cfg.max_epochs=1')
+        'train_cfg.max_epochs=1',
+        'model.test_cfg.score_thr=0.0')  # boxes to score after one iteration
     log = run([upstream_tool('mmdet', 'train.py'), config, '--work-dir', 'work', *data],
               tmp_path)
     assert 'Epoch(train) [1][1/1]' in log and 'loss_cls' in log
