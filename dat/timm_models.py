@@ -2,7 +2,8 @@
 
     >>> import dat, timm
     >>> timm.list_models('dat*')
-    ['dat_base', 'dat_base_384', 'dat_small', 'dat_tiny', 'datpp_base', 'datpp_base_384', 'datpp_small', 'datpp_tiny']
+    ['dat_base', 'dat_base_384', 'dat_small', 'dat_tiny', 'datpp_base', 'datpp_base_384',
+     'datpp_small', 'datpp_tiny']
     >>> model = timm.create_model('dat_tiny', pretrained=True,
     ...                           pretrained_cfg_overlay=dict(file='dat_tiny_in1k_224.pth'))
     >>> features = timm.create_model('dat_tiny', features_only=True, out_indices=(1, 2, 3))

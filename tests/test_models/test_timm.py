@@ -2,7 +2,6 @@
 ``import dat``, its weights, features and eval transform against our mmpretrain models."""
 from pathlib import Path
 
-import numpy as np
 import pytest
 import timm
 import torch
@@ -37,8 +36,9 @@ def channels(name):
 @pytest.fixture(scope='module')
 def mmpretrain_hub():
     pytest.importorskip('mmpretrain')
-    import dat.adapters.mmpretrain  # noqa: F401  (the model names)
     from mmpretrain import get_model
+
+    import dat.adapters.mmpretrain  # noqa: F401  (the model names)
     return get_model
 
 

@@ -10,6 +10,7 @@ images and skip the ImageNet checkpoint) and test the checkpoint it writes.
 """
 import importlib.util
 import inspect
+import json
 import os
 import re
 import subprocess
@@ -121,8 +122,13 @@ def test_mmpretrain_tools_train_and_test(tmp_path):
 def test_mmdet_tools_train_and_test(tmp_path):
     config = str(REPO / 'configs/retinanet/retinanet_dat-tiny_fpn_amp-1x_coco.py')
     det = load_helpers('test_detection/det_helpers.py')
-    ann_file = det.make_coco(tmp_path / 'coco', 2, classes=('person', 'bicycle'),
-                             size=(96, 128))
+    from mmdet.datasets import CocoDataset
+    classes = CocoDataset.METAINFO['classes']
+    # objects of COCO's first two classes; the annotation file lists all 80, as COCO's does
+    ann_file = det.make_coco(tmp_path / 'coco', 2, classes=classes[:2], size=(96, 128))
+    coco = json.loads(ann_file.read_text())
+    coco['categories'] = [dict(id=i + 1, name=name) for i, name in enumerate(classes)]
+    ann_file.write_text(json.dumps(coco))
     data = options(*loaders(batch_size=2, **{
         'dataset.data_root': f'{tmp_path / "coco"}/', 'dataset.ann_file': ann_file,
         'dataset.data_prefix.img': 'images/'}),
