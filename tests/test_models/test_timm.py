@@ -83,6 +83,7 @@ def test_each_size_equals_mmpretrain_model(name, mmpretrain_hub, tmp_path):
     with torch.no_grad():
         logits, expected = model(x), ours(x, mode='tensor')
     assert logits.shape == (1, 1000)
+    print(f'{name}: max |timm - mmpretrain| logits = {(logits - expected).abs().max():.2e}')
     torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
 
     features = timm.create_model(name, features_only=True, pretrained=True,
