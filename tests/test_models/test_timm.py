@@ -208,8 +208,6 @@ def test_eval_transform_is_our_test_pipeline(name, mmpretrain_hub, tmp_path):
                                  data_samples=None))['inputs'][0]
         theirs = transform(Image.open(image).convert('RGB'))
         assert theirs.shape == ours.shape, image
-        # the same pixels (JPEG decoded by OpenCV vs Pillow: at most 1 level of 255)
-        tolerance = 1.01 / 255 / 0.224 if image.suffix == '.jpg' else 1e-5
-        diff = (theirs - ours).abs()
-        assert diff.max() <= tolerance, (image, float(diff.max()))
-        assert diff.mean() <= 1e-3, (image, float(diff.mean()))
+        # the same input up to float rounding (measured: 4.8e-07 on both photos; OpenCV and
+        # Pillow decode the JPEG to the same pixels here)
+        torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5, msg=str(image))
