@@ -7,6 +7,7 @@ import warnings
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated as an API',
                         category=UserWarning)
 
+from . import timm_models  # noqa: E402,F401  (timm.create_model('dat_tiny'), ...)
 from .scope import register_config_scope  # noqa: E402
 from .version import __version__  # noqa: E402
 

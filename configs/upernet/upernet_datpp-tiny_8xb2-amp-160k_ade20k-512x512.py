@@ -2,4 +2,8 @@
 # (LeapLabTHU/DAT-Segmentation, mmseg 0.29), trained with mixed precision as there.
 _base_ = '../_base_/seg/upernet_datpp.py'
 model = dict(backbone=dict(drop_path_rate=0.3))
-optim_wrapper = dict(type='AmpOptimWrapper', loss_scale='dynamic')
+# AMP as the release trains (fp16 autocast, torch's GradScaler() with dynamic scaling:
+# AmpOptimWrapper's default loss_scale). Nothing AMP-only is set, so on a CPU the upstream
+# tools/train.py of mmpretrain, mmdet and mmseg run it in fp32 with
+# `--cfg-options optim_wrapper.type=OptimWrapper` (ours switches by itself; docs/upstream_tools.md).
+optim_wrapper = dict(type='AmpOptimWrapper')

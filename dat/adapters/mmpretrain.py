@@ -14,13 +14,22 @@ After ``import dat.adapters.mmpretrain``::
     >>> model = mmpretrain.get_model('dat-tiny_8xb128-amp_in1k', pretrained='dat-tiny.pth')
 
 The hub gets the models of ``configs/dat/metafile.yml`` and ``configs/datpp/metafile.yml``
-(listed with the other metafiles in the repository's ``model-index.yml``). It needs the
-repository checkout (``pip install -e .``); without one only the backbones are registered.
+(listed with the other metafiles in ``model-index.yml``), read from ``dat/.mim``: copies in
+a wheel or a normal install, links to the checkout in an editable one (setup.py), so the
+names work wherever ``dat`` is installed. A checkout used through ``PYTHONPATH`` alone,
+without ``dat/.mim``, serves its own ``configs``.
+
+We host no weights: a metafile's ``Weights`` is ``dat-release://FILE``, the authors'
+release file, and ``pretrained=True`` raises an error that names that file, where the
+authors publish it and the converter command (:mod:`dat.converters.releases`), instead of
+building a model with random weights.
 """
 from pathlib import Path
+from typing import Optional
 
 from mmpretrain.registry import MODELS, TRANSFORMS
 
+import dat.converters.releases  # noqa: F401  (the loader of dat-release://)
 from dat.models import DAT, DATPlusPlus
 from dat.transforms import CheckedLoadImageFromFile
 
@@ -28,19 +37,31 @@ MODELS.register_module(name='DAT', module=DAT, force=True)
 MODELS.register_module(name='DATPlusPlus', module=DATPlusPlus, force=True)
 TRANSFORMS.register_module(module=CheckedLoadImageFromFile, force=True)
 
-#: The checkout's root: config paths in the metafiles are relative to it.
-REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Metafiles of classification models; detection / segmentation ones belong to mmdet / mmseg.
 CLASSIFICATION_METAFILES = ('configs/dat/metafile.yml', 'configs/datpp/metafile.yml')
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def model_index_root() -> Optional[Path]:
+    """The folder that the metafiles' config paths are relative to: the installed
+    package's ``.mim``, else the checkout that holds the package; None if neither has the
+    configs."""
+    for root in (_PACKAGE / '.mim', _PACKAGE.parent):
+        if all((root / metafile).is_file() for metafile in CLASSIFICATION_METAFILES):
+            return root
+    return None
 
 
 def register_model_index() -> None:
     """Add the DAT classification models to ``mmpretrain.apis.ModelHub`` (once)."""
     from mmpretrain.apis import ModelHub
+    root = model_index_root()
+    if root is None:
+        return
     for metafile in CLASSIFICATION_METAFILES:
-        path = REPO_ROOT / metafile
-        if path.is_file() and path not in _registered:
-            ModelHub.register_model_index(path, config_prefix=REPO_ROOT)
+        path = (root / metafile).resolve()
+        if path not in _registered:
+            ModelHub.register_model_index(root / metafile, config_prefix=root)
             _registered.add(path)
 
 

@@ -116,7 +116,6 @@ def test_param_groups_skip_decay_on_norms_and_position_tables():
     # AmpOptimWrapper needs CUDA; the parameter groups do not depend on the wrapper
     optim_cfg = cfg.optim_wrapper.copy()
     optim_cfg.type = 'OptimWrapper'
-    optim_cfg.pop('loss_scale')
     optim = build_optim_wrapper(model, optim_cfg)
     decay = {id(p): g['weight_decay'] for g in optim.optimizer.param_groups for p in g['params']}
     named = dict(model.named_parameters())

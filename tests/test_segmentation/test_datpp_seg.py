@@ -121,7 +121,6 @@ def test_weight_decay_as_the_release():
     cfg, model = build('configs/upernet/upernet_datpp-tiny_8xb2-amp-160k_ade20k-512x512.py',
                        device='meta')
     optim_cfg = dict(cfg.optim_wrapper, type='OptimWrapper')
-    optim_cfg.pop('loss_scale')
     optimizer = build_optim_wrapper(model, optim_cfg).optimizer
     decay = {id(p): g['weight_decay'] for g in optimizer.param_groups for p in g['params']}
     named = dict(model.named_parameters())

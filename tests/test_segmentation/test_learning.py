@@ -43,7 +43,6 @@ def test_loss_falls_on_two_classes(mini_config):
     model.init_weights()
     optim_cfg = cfg.optim_wrapper.copy()
     optim_cfg.type = 'OptimWrapper'  # AMP needs CUDA
-    optim_cfg.pop('loss_scale')
     optim_cfg.optimizer.lr = 3e-3
     optim_wrapper = build_optim_wrapper(model, optim_cfg)
     model.train()

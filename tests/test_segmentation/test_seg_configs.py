@@ -91,7 +91,6 @@ def check_decay(cfg, model):
     """No weight decay on norms and position tables; 0.01 elsewhere."""
     optim_cfg = cfg.optim_wrapper.copy()
     optim_cfg.type = 'OptimWrapper'  # AMP needs CUDA
-    optim_cfg.pop('loss_scale')
     optimizer = build_optim_wrapper(model, optim_cfg).optimizer
     decay = {id(p): g['weight_decay'] for g in optimizer.param_groups for p in g['params']}
     norms = {f'{m}.{n}' for m, mod in model.named_modules()

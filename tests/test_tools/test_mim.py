@@ -166,3 +166,41 @@ def test_editable_install_serves_dat_configs(tmp_path):
     for key in ('optim_wrapper', 'param_scheduler', 'train_dataloader', 'default_hooks'):
         assert cfg[key] == base[key], key
     assert dict(cfg.model, head=None) == dict(base.model, head=None)
+
+
+def test_model_hub_and_timm_from_the_wheel(installed, tmp_path):
+    """The installed package serves the model names (its own dat/.mim) and the timm names;
+    pretrained=True names the release file instead of giving random weights."""
+    script = tmp_path / 'hub.py'
+    script.write_text("""
+import dat, timm
+import dat.adapters.mmpretrain, mmpretrain
+print('hub', len(mmpretrain.list_models('dat*')), mmpretrain.get_model('datpp-tiny_8xb128-amp_in1k',
+      device='meta')._config.filename)
+print('timm', timm.list_models('dat*'))
+try:
+    mmpretrain.get_model('dat-tiny_8xb128-amp_in1k', pretrained=True)
+except FileNotFoundError as err:
+    print('refused:', err)
+""")
+    out = run([installed['python'], str(script)], cwd=tmp_path, env=installed['env']).stdout
+    config = installed['package'] / '.mim' / 'configs' / 'datpp' / 'datpp-tiny_8xb128-amp_in1k.py'
+    assert f'hub 8 {config}' in out, out
+    assert "timm ['dat_base', 'dat_base_384', 'dat_small', 'dat_tiny', 'datpp_base'" in out
+    assert 'refused: pretrained=True (dat-release://dat_tiny_in1k_224.pth)' in out
+    assert 'python tools/model_converters/dat2mmpretrain.py dat_tiny_in1k_224.pth' in out
+
+
+def test_mim_download_dumps_the_config(installed, tmp_path):
+    """`mim download dat --config NAME --dest DIR` reads the installed index; it cannot fetch
+    the release file (we host none: `dat-release://` is not a download URL), so with the
+    file already in DIR it only writes the resolved config there."""
+    dest = tmp_path / 'dest'
+    dest.mkdir()
+    (dest / 'dat_tiny_in1k_224.pth').write_bytes(b'release file, downloaded by hand')
+    out = run(installed['mim'] + ['download', 'dat', '--config', 'dat-tiny_8xb128-amp_in1k',
+                                  '--dest', str(dest)], cwd=tmp_path, env=installed['env']).stdout
+    assert 'dat_tiny_in1k_224.pth exists in' in out, out
+    dumped = Config.fromfile(dest / 'dat-tiny_8xb128-amp_in1k.py')
+    assert dumped.model.backbone.arch == 'tiny'
+    assert dumped.optim_wrapper.type == 'AmpOptimWrapper'

@@ -106,3 +106,32 @@ def test_unknown_name():
     from mmpretrain import get_model
     with pytest.raises(ValueError, match='Failed to find model "dat-huge"'):
         get_model('dat-huge')
+
+
+@pytest.mark.parametrize('name,release_file,converter', [
+    ('dat-tiny_8xb128-amp_in1k', 'dat_tiny_in1k_224.pth', 'dat2mmpretrain.py'),
+    ('dat-base_8xb24-amp_in1k-384px', 'dat_base_in1k_384.pth', 'dat2mmpretrain.py'),
+    ('datpp-tiny_8xb128-amp_in1k', 'dat_pp_tiny_in1k_224.pth', 'datpp2mmpretrain.py'),
+    ('datpp-base_8xb24-amp_in1k-384px', 'dat_pp_base_in1k_384.pth', 'datpp2mmpretrain.py'),
+])
+def test_pretrained_true_names_the_release_file(name, release_file, converter, no_download):
+    """We host no weights: pretrained=True is an error that says which release file, where
+    the authors publish it and how to convert it; never a model with random weights."""
+    from mmpretrain import get_model
+    with pytest.raises(FileNotFoundError) as info:
+        get_model(name, pretrained=True)
+    message = str(info.value)
+    assert f'release file {release_file}' in message
+    assert 'https://cloud.tsinghua.edu.cn/f/' in message
+    assert f'python tools/model_converters/{converter} {release_file}' in message
+
+
+def test_every_classification_model_names_its_release(metafile):
+    from dat.converters.releases import RELEASES, SCHEME
+    files = [m['Weights'] for m in metafile.values()]
+    assert all(w.startswith(SCHEME) for w in files)
+    assert sorted(w[len(SCHEME):] for w in files) == sorted(RELEASES)
+    for model in metafile.values():  # DAT++: the download page the metafile already names
+        page = model['Converted From']['Weights']
+        if page.startswith('https://'):
+            assert RELEASES[model['Weights'][len(SCHEME):]].page == page

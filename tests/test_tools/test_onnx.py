@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 from mini_configs import DAT_ARCH as ARCH
+from mini_configs import DATPP_ARCH
 
-from dat.models import DAT
+from dat.models import DAT, DATPlusPlus
 
 onnxruntime = pytest.importorskip('onnxruntime')
 
@@ -21,6 +22,11 @@ model = dict(type='ImageClassifier', backbone={BACKBONE.replace('OUT', '(3, )')}
 DENSE_CONFIG = f"""
 default_scope = 'mmseg'
 model = dict(type='EncoderDecoder', backbone={BACKBONE.replace('OUT', '(0, 1, 2, 3)')})
+"""
+DATPP_DENSE_CONFIG = f"""
+default_scope = 'mmseg'
+model = dict(type='EncoderDecoder', backbone=dict(type='DATPlusPlus', arch={DATPP_ARCH!r},
+                                                  img_size=64, out_indices=(0, 1, 2, 3)))
 """
 
 
@@ -97,14 +103,46 @@ def test_backbone_checkpoint_must_fit(tool, mini, tmp_path):
                    '--out', str(tmp_path / 'x.onnx')])
 
 
-def test_dat_tiny_224(tool, repo_root, tmp_path, capsys):
-    out = tmp_path / 'dat-tiny.onnx'
-    tool.main([str(repo_root / 'configs/dat/dat-tiny_8xb128-amp_in1k.py'), '--shape', '224', '224',
-               '--out', str(out), '--dynamic'])
+@pytest.mark.slow
+@pytest.mark.parametrize('config', ['configs/dat/dat-tiny_8xb128-amp_in1k.py',
+                                    'configs/datpp/datpp-tiny_8xb128-amp_in1k.py'])
+def test_classifier_dynamic_size(tool, repo_root, tmp_path, capsys, config):
+    """DAT-T and DAT-T++ exported once at 224, run at three sizes (batch 1 and 2; 237 x 231
+    is not a multiple of 32) in onnxruntime, as in PyTorch."""
+    out = tmp_path / 'model.onnx'
+    tool.main([str(repo_root / config), '--shape', '224', '224', '--out', str(out), '--dynamic',
+               '--check-shape', '256', '288', '--check-shape', '237', '231'])
     text = capsys.readouterr().out
     diffs = printed_differences(text)
-    assert len(diffs) == 2 and max(diffs) <= 1e-4, text  # batch 1, then batch 2
-    assert 'dynamic batch: input (2, 3, 224, 224)' in text
+    assert len(diffs) == 3 and max(diffs) <= 1e-4, text
+    assert 'dynamic: input (2, 3, 256, 288)' in text and 'dynamic: input (2, 3, 237, 231)' in text
+
+
+@pytest.mark.parametrize('arch', ['dat', 'datpp'])
+def test_mini_backbone_dynamic_size(tool, mini, tmp_path, capsys, arch):
+    """The backbone (one output per stage) exported at 64 x 96 with --dynamic holds at the
+    default check sizes (96 x 160, 77 x 103) and at one more, checked here again."""
+    config = mini['dense']
+    if arch == 'datpp':
+        config = tmp_path / 'datpp.py'
+        config.write_text(DATPP_DENSE_CONFIG)
+    out = tmp_path / 'backbone.onnx'
+    tool.main([str(config), '--backbone', '--shape', '64', '96', '--out', str(out),
+               '--dynamic'])
+    text = capsys.readouterr().out
+    diffs = printed_differences(text)
+    assert len(diffs) == 4 + 2 and max(diffs) <= 1e-4, text  # 4 outputs, then 2 sizes
+    assert 'input (2, 3, 77, 103)' in text
+    torch.manual_seed(0)
+    backbone = (DATPlusPlus(DATPP_ARCH, img_size=64, out_indices=(0, 1, 2, 3)) if arch == 'datpp'
+                else DAT(ARCH, img_size=64, window_size=4, out_indices=(0, 1, 2, 3))).eval()
+    x = torch.randn(1, 3, 70, 90)
+    feats = run_onnx(out, x)
+    with torch.no_grad():
+        expected = backbone(x)
+    for got, want in zip(feats, expected):
+        assert got.shape == tuple(want.shape)
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-4, rtol=0)
 
 
 def test_errors(tool, mini, tmp_path):
@@ -117,3 +155,7 @@ def test_errors(tool, mini, tmp_path):
         tool.main([mini['dense'], '--shape', '64', '64', '--out', out])
     with pytest.raises(SystemExit, match='too small for DAT'):
         tool.main([mini['cls'], '--shape', '16', '64', '--out', out])
+    with pytest.raises(SystemExit, match='--check-shape 20 64: .*too small for DAT'):
+        tool.main([mini['cls'], '--dynamic', '--check-shape', '20', '64', '--out', out])
+    with pytest.raises(SystemExit, match='add --dynamic'):
+        tool.main([mini['cls'], '--check-shape', '64', '64', '--out', out])

@@ -12,12 +12,13 @@ opset >= 16), then run with onnxruntime on a random input; the tool prints the l
 absolute difference from PyTorch on each output and fails if it is above 1e-4. The input is
 the normalised image, as the data preprocessor makes it (mean/std are printed).
 
-Input size: height and width are fixed to ``--shape``: the window (L, S) blocks decide
-whether to pad, and by how much, from the traced input's size with Python ``if``s, so the
-graph holds those choices. ``--dynamic`` makes the batch size dynamic; the tool then also
-checks the graph at batch 2 and fails with a clear message if it does not hold there. For
-another image size, export another model. (The TorchScript exporter is used because
-torch's dynamo exporter needs ``onnxscript``, which is not a dependency here.)
+Input size: without ``--dynamic`` the graph is for ``--shape`` at batch 1. ``--dynamic``
+makes the batch size, height and width dynamic (the window, neighbourhood and deformable
+blocks pad and mask for the size the graph is given), and checks the graph at three
+inputs: ``--shape`` at batch 1, then at batch 2 the ``--check-shape`` sizes (by default
+H+32 x W+64 and H+13 x W+7, which is not a multiple of 32); it fails with a clear message
+if any differs from PyTorch. (The TorchScript exporter is used because torch's dynamo
+exporter needs ``onnxscript``, which is not a dependency here.)
 
 Without a checkpoint the model keeps random weights (seed 0), enough to try the export.
 """
@@ -51,7 +52,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--backbone', action='store_true',
                         help='export the backbone alone (for detection / segmentation)')
     parser.add_argument('--dynamic', action='store_true',
-                        help='dynamic batch size (checked at batch 2); H and W stay fixed')
+                        help='dynamic batch size, height and width (checked at 3 sizes)')
+    parser.add_argument('--check-shape', type=int, nargs=2, action='append',
+                        metavar=('H', 'W'), help='with --dynamic: another input size to '
+                        'check at batch 2 (repeatable; default: H+32 W+64 and H+13 W+7)')
     parser.add_argument('--opset', type=int, default=OPSET, help='ONNX opset (>= 16)')
     return parser.parse_args(argv)
 
@@ -99,7 +103,10 @@ def export(module: nn.Module, x: torch.Tensor, out: str, output_names: List[str]
            opset: int, dynamic: bool):
     dynamic_axes = None
     if dynamic:
-        dynamic_axes = {name: {0: 'batch'} for name in ['input'] + output_names}
+        spatial = {0: 'batch', 2: 'height', 3: 'width'}
+        dynamic_axes = {name: ({0: 'batch'} if name == 'logits' else spatial)
+                        for name in output_names}
+        dynamic_axes['input'] = spatial
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
         warnings.filterwarnings('ignore', category=DeprecationWarning)
@@ -136,11 +143,15 @@ def main(argv: Optional[Sequence[str]] = None):
     module, output_names = build(cfg, args.checkpoint, args.backbone)
     height, width = args.shape
     x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
-    try:
-        with torch.no_grad():
-            module(x)
-    except ValueError as err:
-        fail(f'--shape {height} {width}: {err}')
+    if args.check_shape and not args.dynamic:
+        fail('--check-shape checks a graph exported with --dynamic; add --dynamic')
+    for name, (h, w) in [('--shape', args.shape)] + [('--check-shape', s)
+                                                     for s in args.check_shape or []]:
+        try:
+            with torch.no_grad():
+                module(torch.zeros(1, 3, h, w))
+        except ValueError as err:
+            fail(f'{name} {h} {w}: {err}')
 
     export(module, x, args.out, output_names, args.opset, args.dynamic)
     onnx.checker.check_model(args.out)
@@ -158,17 +169,18 @@ def main(argv: Optional[Sequence[str]] = None):
         fail(f'onnxruntime differs from PyTorch by {max(diffs):.3e} > {ATOL}')
 
     if args.dynamic:
-        other = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(1))
-        try:
-            diff, reason = max(max_differences(session, module, other)), ''
-        except Exception as err:  # onnxruntime errors have no common base class
-            diff, reason = None, str(err).splitlines()[0][:200]
-        if diff is None or diff > ATOL:
-            why = reason if diff is None else f'max difference {diff:.3e}'
-            fail(f'the graph exported with --dynamic does not hold at batch 2 ({why}); '
-                 'export without --dynamic (batch 1)')
-        print(f'dynamic batch: input (2, 3, {height}, {width}): '
-              f'max |onnxruntime - pytorch| = {diff:.3e}')
+        shapes = args.check_shape or [[height + 32, width + 64], [height + 13, width + 7]]
+        for seed, (h, w) in enumerate(shapes, 1):
+            other = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(seed))
+            try:
+                diff, reason = max(max_differences(session, module, other)), ''
+            except Exception as err:  # onnxruntime errors have no common base class
+                diff, reason = None, str(err).splitlines()[0][:200]
+            if diff is None or diff > ATOL:
+                why = reason if diff is None else f'max difference {diff:.3e}'
+                fail(f'the graph exported with --dynamic does not hold at input (2, 3, {h}, '
+                     f'{w}) ({why}); export without --dynamic (batch 1, --shape only)')
+            print(f'dynamic: input (2, 3, {h}, {w}): max |onnxruntime - pytorch| = {diff:.3e}')
 
 
 if __name__ == '__main__':

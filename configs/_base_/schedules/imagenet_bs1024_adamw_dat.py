@@ -16,9 +16,12 @@ warmup_epochs = 20
 max_epochs = 300
 total_batch = 1024
 
+# AMP as the release trains (fp16 autocast, torch's GradScaler() with dynamic scaling:
+# AmpOptimWrapper's default loss_scale). Nothing AMP-only is set, so on a CPU the upstream
+# tools/train.py of mmpretrain, mmdet and mmseg run it in fp32 with
+# `--cfg-options optim_wrapper.type=OptimWrapper` (ours switches by itself; docs/upstream_tools.md).
 optim_wrapper = dict(
     type='AmpOptimWrapper',
-    loss_scale='dynamic',
     constructor='NoDecayKeywordsConstructor',
     optimizer=dict(
         type='AdamW',

@@ -17,4 +17,8 @@ model = dict(
     decode_head=dict(in_channels=[96, 192, 384, 768], num_classes=150),
     auxiliary_head=dict(in_channels=384, num_classes=150))
 train_dataloader = dict(batch_size=2)
-optim_wrapper = dict(type='AmpOptimWrapper', loss_scale='dynamic')
+# AMP as the release trains (fp16 autocast, torch's GradScaler() with dynamic scaling:
+# AmpOptimWrapper's default loss_scale). Nothing AMP-only is set, so on a CPU the upstream
+# tools/train.py of mmpretrain, mmdet and mmseg run it in fp32 with
+# `--cfg-options optim_wrapper.type=OptimWrapper` (ours switches by itself; docs/upstream_tools.md).
+optim_wrapper = dict(type='AmpOptimWrapper')

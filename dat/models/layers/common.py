@@ -148,8 +148,8 @@ class SizeCache:
 
     It holds at most ``max_entries`` entries, so its memory does not grow with the number of
     input sizes a run sees (multi-scale training sees a new size nearly every iteration).
-    A value is a tensor, a tuple of tensors, or None. While ``torch.compile`` traces,
-    :meth:`get` builds the value in the graph instead.
+    A value is a tensor, a tuple of tensors, or None. While ``torch.compile`` or the ONNX
+    exporter traces, :meth:`get` builds the value in the graph instead.
     """
 
     _instances: 'weakref.WeakSet[SizeCache]' = weakref.WeakSet()
@@ -166,7 +166,7 @@ class SizeCache:
 
     def get(self, key: Hashable, build: Callable[[], object]):
         """The value for ``key``, built by ``build()`` if it is not cached."""
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
             return build()
         if key in self._entries:
             self._entries.move_to_end(key)

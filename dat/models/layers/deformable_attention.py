@@ -176,8 +176,11 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
     def move(self, references: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """Step 3: the sampling positions p from r and the raw offsets, (B, G, Hk, Wk, 2)."""
         height, width = offsets.shape[2:4]
-        scale = offsets.new_tensor([1.0 / height, 1.0 / width]).mul(OFFSET_RANGE_FACTOR)
-        return references + offsets.tanh() * scale
+        # Per axis, not through a tensor made of the sizes: traced (ONNX export), the sizes
+        # stay those of the input (a tensor made of them would be a constant of the graph).
+        dy, dx = offsets.tanh().unbind(-1)
+        return references + torch.stack([dy * (1.0 / height * OFFSET_RANGE_FACTOR),
+                                         dx * (1.0 / width * OFFSET_RANGE_FACTOR)], dim=-1)
 
     def query_grid(self, height: int, width: int, dtype: torch.dtype,
                    device: torch.device) -> torch.Tensor:

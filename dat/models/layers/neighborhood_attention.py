@@ -195,7 +195,9 @@ class NeighborhoodAttention(AttentionImplMixin, nn.Module):
         """x: (B, H, W, C) -> (B, H, W, C)."""
         B, H, W, C = x.shape
         K, M = self.kernel_size, self.num_heads
-        if H < K or W < K:  # zero padding up to the window, as the release does
+        if torch.jit.is_tracing():  # traced sizes (ONNX export) stand for any size
+            x = F.pad(x, (0, 0, 0, (K - W).clamp(min=0), 0, (K - H).clamp(min=0)))
+        elif H < K or W < K:  # zero padding up to the window, as the release does
             x = F.pad(x, (0, 0, 0, max(K - W, 0), 0, max(K - H, 0)))
         padded_h, padded_w = x.shape[1:3]
         qkv = self.qkv(x).reshape(B, padded_h, padded_w, 3, M, C // M)

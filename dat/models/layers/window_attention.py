@@ -64,25 +64,27 @@ def resize_relative_position_table(table: torch.Tensor, window_size: int) -> tor
 
 
 def build_window_mask(height: int, width: int, window_size: int, shift_size: int,
-                      device: torch.device) -> Optional[torch.Tensor]:
-    """The mask of :meth:`WindowAttention.attention_mask`, built (not cached)."""
+                      device: torch.device, always: bool = False) -> Optional[torch.Tensor]:
+    """The mask of :meth:`WindowAttention.attention_mask`, built (not cached). With
+    ``always``, an all-zero mask rather than None where nothing is masked; ``height`` and
+    ``width`` may then be traced sizes (ONNX export: the mask follows the input size)."""
     w, s = window_size, shift_size
     # Rounded up without negative sizes (see the padding in forward).
     padded_h, padded_w = (height + w - 1) // w * w, (width + w - 1) // w * w
-    if s == 0 and (padded_h, padded_w) == (height, width):
+    if not always and s == 0 and (padded_h, padded_w) == (height, width):
         return None
-    region = torch.zeros(padded_h, padded_w, device=device)
+    rows = torch.arange(padded_h, device=device)
+    cols = torch.arange(padded_w, device=device)
+    padding = (rows >= height)[:, None] | (cols >= width)[None, :]
     if s:
         # Bands [0, -w), [-w, -s), [-s, end) of each axis are 0, 1, 2; region 3 * row
         # band + column band (no slicing, so no empty slice when the map is one window).
-        rows = torch.arange(padded_h, device=device)
-        cols = torch.arange(padded_w, device=device)
         row_band = (rows >= padded_h - w).long() + (rows >= padded_h - s).long()
         col_band = (cols >= padded_w - w).long() + (cols >= padded_w - s).long()
-        region = (row_band[:, None] * 3 + col_band[None, :]).to(region.dtype)
-    padding = torch.ones(padded_h, padded_w, dtype=torch.bool, device=device)
-    padding[:height, :width] = False
-    padding = torch.roll(padding, (-s, -s), dims=(0, 1))
+        region = row_band[:, None] * 3 + col_band[None, :]
+        padding = torch.roll(padding, (-s, -s), dims=(0, 1))
+    else:
+        region = torch.zeros_like(padding, dtype=torch.long)
     region = window_partition(region[None, :, :, None], w)[..., 0]  # (nW, N)
     padding = window_partition(padding[None, :, :, None], w)[..., 0]
     blocked = (region[:, :, None] != region[:, None, :]) | padding[:, None, :]
@@ -141,7 +143,9 @@ class WindowAttention(AttentionImplMixin, nn.Module):
         """x: (B, H, W, C) -> (B, H, W, C)."""
         B, H, W, C = x.shape
         w, s = self.window_size, self.shift_size
-        if H % w or W % w:
+        # Traced (ONNX export), H and W stand for any size: pad and mask whatever they are.
+        tracing = torch.jit.is_tracing()
+        if tracing or H % w or W % w:
             # (w - W % w) % w, not (-W) % w: the ONNX exporter computes % and // of a
             # negative traced size with truncation, which would crop instead of pad.
             x = F.pad(x, (0, 0, 0, (w - W % w) % w, 0, (w - H % w) % w))
@@ -152,7 +156,8 @@ class WindowAttention(AttentionImplMixin, nn.Module):
         n_windows, N = windows.shape[:2]
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(N, N, -1).permute(2, 0, 1)  # (heads, N, N)
-        mask = self.attention_mask(H, W, x.device)
+        mask = build_window_mask(H, W, w, s, x.device, always=True) if tracing else \
+            self.attention_mask(H, W, x.device)
         if self.kernel(x.device) == 'sdpa':
             out = window_sdpa(self.qkv(windows), B, self.num_heads, bias, mask)
         else:
