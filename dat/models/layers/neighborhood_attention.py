@@ -201,7 +201,9 @@ class NeighborhoodAttention(AttentionImplMixin, nn.Module):
             x = F.pad(x, (0, 0, 0, max(K - W, 0), 0, max(K - H, 0)))
         padded_h, padded_w = x.shape[1:3]
         qkv = self.qkv(x).reshape(B, padded_h, padded_w, 3, M, C // M)
-        if self.kernel(x.device) == 'sdpa':
+        # The tiles' layout depends on the size; traced (ONNX export, any size), the gathers
+        # of the reference kernel follow the traced size.
+        if self.kernel(x.device) == 'sdpa' and not torch.jit.is_tracing():
             q, k, v = qkv.unbind(3)
             if torch.is_grad_enabled() and not torch.compiler.is_compiling():
                 # The halos and masks are rebuilt in the backward (as flash attention
