@@ -50,7 +50,7 @@ def test_cascade_1x_is_the_3x_model_with_the_1x_data_and_schedule():
     mask_rcnn = load('configs/mask_rcnn/mask-rcnn_dat-tiny_fpn_amp-1x_coco.py')
     assert one.train_dataloader == mask_rcnn.train_dataloader
     assert [t.type for t in one.train_dataloader.dataset.pipeline] == [
-        'LoadImageFromFile', 'LoadAnnotations', 'Resize', 'RandomFlip', 'PackDetInputs']
+        'CheckedLoadImageFromFile', 'LoadAnnotations', 'Resize', 'RandomFlip', 'PackDetInputs']
     assert one.train_dataloader.dataset.pipeline[2].scale == (1333, 800)
     assert (one.train_cfg, one.param_scheduler) == (mask_rcnn.train_cfg,
                                                     mask_rcnn.param_scheduler)
@@ -99,7 +99,11 @@ def test_config_follows_the_recipe(config):
         assert [t.type for t in crop.transforms[1]] == [
             'RandomChoiceResize', 'RandomCrop', 'RandomChoiceResize']
     with_mask = not config.startswith('configs/retinanet')
-    assert cfg.train_dataloader.dataset.pipeline[1] == dict(
+    # (the 1x recipes take mmdet's pipeline through a scoped base: _scope_='mmdet' is added)
+    load_annotations = {k: v for k, v in cfg.train_dataloader.dataset.pipeline[1].items()
+                        if k != '_scope_'}
+    assert cfg.train_dataloader.dataset.pipeline[0].type == 'CheckedLoadImageFromFile'
+    assert load_annotations == dict(
         type='LoadAnnotations', with_bbox=True, **({'with_mask': True} if with_mask else {}))
 
 

@@ -5,7 +5,7 @@
 _base_ = ['./imagenet_bs128_dat_224.py']
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='CheckedLoadImageFromFile'),
     dict(type='RandomResizedCrop', scale=384, backend='pillow', interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(
@@ -27,7 +27,7 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='CheckedLoadImageFromFile'),
     dict(type='Resize', scale=(438, 438), keep_ratio=False, backend='pillow',
          interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=384),
