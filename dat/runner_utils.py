@@ -36,6 +36,34 @@ def apply_runner_arguments(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
+def check_image_loading(cfg: Config) -> Config:
+    """Swap mmcv's ``LoadImageFromFile`` for :class:`~dat.transforms.CheckedLoadImageFromFile`
+    (same arguments) in the pipelines of ``cfg``'s train, val and test datasets, wrapped
+    datasets included: an image that cannot be read is then an error that names the file.
+
+    The configs' test pipelines keep mmcv's name, because the inferencers of mmpretrain, mmdet
+    and mmseg find the loading step by that name and replace it; our tools make the swap
+    before they build the Runner. A scope prefix (``mmdet.LoadImageFromFile``) is kept.
+    """
+    def visit(dataset):
+        if not isinstance(dataset, dict):
+            return
+        for transform in dataset.get('pipeline') or ():
+            kind = transform.get('type') if isinstance(transform, dict) else None
+            if isinstance(kind, str) and kind.rpartition('.')[2] == 'LoadImageFromFile':
+                scope = kind.rpartition('.')[0]
+                transform['type'] = '.'.join(filter(None, (scope, 'CheckedLoadImageFromFile')))
+        visit(dataset.get('dataset'))
+        for inner in dataset.get('datasets') or ():
+            visit(inner)
+
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(name)
+        if isinstance(loader, dict):
+            visit(loader.get('dataset'))
+    return cfg
+
+
 def setup_cpu_run(cfg: Config) -> None:
     """Without CUDA, adapt ``cfg`` for the CPU and start the process group of a distributed run.
 

@@ -13,8 +13,8 @@ from mmengine.runner import Runner
 
 from dat.cli import check_checkpoint, fail, load_config, one_line_errors
 from dat.models.checkpoint import fit_state_dict, read_state_dict
-from dat.runner_utils import (add_runner_arguments, apply_runner_arguments, finish_distributed,
-                              setup_cpu_run)
+from dat.runner_utils import (add_runner_arguments, apply_runner_arguments, check_image_loading,
+                              finish_distributed, setup_cpu_run)
 
 
 def parse_args():
@@ -60,6 +60,7 @@ def main():
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
+    check_image_loading(cfg)
     setup_cpu_run(cfg)
     runner = Runner.from_cfg(cfg)
     check_fit(runner, args.checkpoint, args.config)

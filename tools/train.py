@@ -19,8 +19,8 @@ from dat.cli import check_checkpoint, fail, load_config, one_line_errors
 from dat.engine import (TrainingFault, find_resumable_checkpoint, one_line_fault,
                         remove_stale_temp_files)
 from dat.models.checkpoint import CheckpointError
-from dat.runner_utils import (add_runner_arguments, apply_runner_arguments, finish_distributed,
-                              setup_cpu_run)
+from dat.runner_utils import (add_runner_arguments, apply_runner_arguments, check_image_loading,
+                              finish_distributed, setup_cpu_run)
 
 
 def parse_args():
@@ -80,6 +80,7 @@ def merge_args(cfg: Config, args) -> Config:
             loader['pin_memory'] = False
         if args.no_persistent_workers or loader.get('num_workers', 0) == 0:
             loader['persistent_workers'] = False
+    check_image_loading(cfg)
     setup_cpu_run(cfg)
     return cfg
 

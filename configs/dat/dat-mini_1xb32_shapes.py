@@ -46,7 +46,7 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 test_pipeline = [
-    dict(type='CheckedLoadImageFromFile'),
+    dict(type='LoadImageFromFile'),  # tools/test.py checks it too (docs/faults.md)
     dict(type='ResizeEdge', scale=32, edge='short', backend='pillow', interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=32),
     dict(type='PackInputs'),

@@ -104,3 +104,44 @@ def test_registered_in_each_library_and_skipped_by_its_dataset(images, library):
         dict(type='CheckedLoadImageFromFile', skip_unreadable=True))], serialize_data=False)
     assert dataset[0]['img_path'].endswith('good.png')
     assert dataset.pipeline.transforms[0].skipped >= 1
+
+
+@pytest.mark.parametrize('config', [
+    'configs/dat/dat-mini_1xb32_shapes.py',
+    'configs/dat/dat-tiny_8xb128-amp_in1k.py',
+    'configs/mask_rcnn/mask-rcnn_dat-tiny_fpn_amp-1x_coco.py',
+    'configs/upernet/upernet_dat-tiny_8xb2-amp-160k_ade20k-512x512.py',
+])
+def test_tools_check_every_dataset_and_inferencers_find_the_loader(repo_root, config):
+    """The test pipelines keep mmcv's ``LoadImageFromFile`` (the upstream inferencers find the
+    loading step by that name and replace it); ``check_image_loading``, which our train and
+    test tools apply, makes every dataset of the config load with CheckedLoadImageFromFile."""
+    from mmengine.config import Config
+
+    from dat.runner_utils import check_image_loading
+
+    cfg = Config.fromfile(str(repo_root / config))
+    assert cfg.test_dataloader.dataset.pipeline[0].type == 'LoadImageFromFile'
+    assert cfg.train_dataloader.dataset.pipeline[0].type == 'CheckedLoadImageFromFile'
+    check_image_loading(cfg)
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loaders = [t for t in cfg[name].dataset.pipeline if 'Load' in t.type
+                   and 'Annotation' not in t.type]
+        assert [t.type for t in loaders] == ['CheckedLoadImageFromFile'], name
+    assert check_image_loading(cfg).test_dataloader == cfg.test_dataloader  # idempotent
+
+
+def test_check_image_loading_keeps_scope_and_arguments_in_wrapped_datasets():
+    from mmengine.config import Config
+
+    from dat.runner_utils import check_image_loading
+
+    load = dict(type='mmdet.LoadImageFromFile', backend_args=None, to_float32=True)
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(
+        type='ConcatDataset', datasets=[
+            dict(type='RepeatDataset', dataset=dict(pipeline=[dict(load)])),
+            dict(pipeline=[dict(type='LoadImageFromFile'), dict(type='PackInputs')])]))))
+    check_image_loading(cfg)
+    first, second = cfg.train_dataloader.dataset.datasets
+    assert first.dataset.pipeline[0] == dict(load, type='mmdet.CheckedLoadImageFromFile')
+    assert [t.type for t in second.pipeline] == ['CheckedLoadImageFromFile', 'PackInputs']

@@ -50,7 +50,7 @@ def test_recipe(name):
     train = {t.type: t for t in cfg.train_dataloader.dataset.pipeline}
     if '384' in name:
         assert train['RandomResizedCrop'].scale == 384
-        assert test == ['CheckedLoadImageFromFile', 'Resize', 'PackInputs']
+        assert test == ['LoadImageFromFile', 'Resize', 'PackInputs']
         assert cfg.test_dataloader.dataset.pipeline[1].scale == (384, 384)
     else:
         assert train['RandomResizedCrop'].scale == 224

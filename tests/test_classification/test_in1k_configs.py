@@ -70,7 +70,7 @@ def test_recipe(name):
     # the 2022 test transform: both sides to int(256 / 224 * S) (aspect ratio not kept),
     # bicubic, then the centre S x S (test_in1k_test_pipeline.py runs it on photographs)
     test = cfg.test_dataloader.dataset.pipeline
-    assert [t.type for t in test] == ['CheckedLoadImageFromFile', 'Resize', 'CenterCrop', 'PackInputs']
+    assert [t.type for t in test] == ['LoadImageFromFile', 'Resize', 'CenterCrop', 'PackInputs']
     resize = int(256 / 224 * img_size)
     assert test[1] == dict(type='Resize', scale=(resize, resize), keep_ratio=False,
                            backend='pillow', interpolation='bicubic')

@@ -8,10 +8,9 @@ _base_ = ['mmseg::_base_/datasets/ade20k.py']
 val_evaluator = dict(type='CheckedIoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
-# mmseg's pipelines, loading with CheckedLoadImageFromFile: an unreadable image is an error
-# that names the file (docs/faults.md).
+# mmseg's train pipeline, loading with CheckedLoadImageFromFile: an unreadable image is an
+# error that names the file (docs/faults.md). The test pipeline keeps mmcv's LoadImageFromFile,
+# which MMSegInferencer looks up by name; our tools/test.py and tools/train.py swap in
+# CheckedLoadImageFromFile.
 train_dataloader = dict(dataset=dict(
     pipeline=[dict(type='CheckedLoadImageFromFile')] + _base_.train_pipeline[1:]))
-val_dataloader = dict(dataset=dict(
-    pipeline=[dict(type='CheckedLoadImageFromFile')] + _base_.test_pipeline[1:]))
-test_dataloader = val_dataloader

@@ -14,15 +14,17 @@
 _base_ = ['mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py']
 
 test_pipeline = [
-    dict(type='CheckedLoadImageFromFile'),
+    dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(256, 256), keep_ratio=False, backend='pillow',
          interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=224),
     dict(type='PackInputs'),
 ]
 
-# mmpretrain's train pipeline, loading with CheckedLoadImageFromFile (as the test pipeline
-# above): an unreadable image is an error that names the file (docs/faults.md).
+# mmpretrain's train pipeline, loading with CheckedLoadImageFromFile: an unreadable image is
+# an error that names the file (docs/faults.md). Test pipelines keep mmcv's LoadImageFromFile,
+# which the upstream inferencers look up by name; our tools/test.py and tools/train.py swap in
+# CheckedLoadImageFromFile (dat.runner_utils.check_image_loading).
 train_dataloader = dict(batch_size=128, dataset=dict(
     pipeline=[dict(type='CheckedLoadImageFromFile')] + _base_.train_pipeline[1:]))
 val_dataloader = dict(batch_size=128, dataset=dict(pipeline=test_pipeline))

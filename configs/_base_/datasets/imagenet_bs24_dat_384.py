@@ -27,7 +27,7 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 test_pipeline = [
-    dict(type='CheckedLoadImageFromFile'),
+    dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(438, 438), keep_ratio=False, backend='pillow',
          interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=384),

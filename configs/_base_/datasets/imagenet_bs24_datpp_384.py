@@ -4,7 +4,7 @@
 _base_ = ['./imagenet_bs24_dat_384.py']
 
 test_pipeline = [
-    dict(type='CheckedLoadImageFromFile'),
+    dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(384, 384), backend='pillow', interpolation='bicubic'),
     dict(type='PackInputs'),
 ]
