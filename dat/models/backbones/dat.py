@@ -20,7 +20,7 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from timm.layers import DropPath, Mlp
 
-from ..checkpoint import check_incoming, load_weights
+from ..checkpoint import load_weights
 from ..layers import (DeformableAttention, WindowAttention, attention_kernels, attention_layers,
                       check_attention_impl)
 from ..layers.common import summarize_kernels
@@ -286,9 +286,10 @@ class DAT(BaseModule):
         position tables of another size, which the attention layers resize (and log).
         Otherwise a :class:`~dat.models.checkpoint.CheckpointError` (a ``ValueError``) names
         the first offending keys; ``strict=False`` in the init_cfg loads what fits instead.
-        Output norms (``norm{i}``) may be missing (a classification checkpoint has
-        ``norm3`` only) or extra; they are logged as skipped. See
-        :mod:`dat.models.checkpoint`. Other init_cfg types go to mmengine.
+        Output norms (``norm{i}``) may be missing (a classification checkpoint has ``norm3``
+        only) or extra; they are logged as skipped. ``load_state_dict`` itself keeps
+        PyTorch's contract. See :mod:`dat.models.checkpoint`. Other init_cfg types go to
+        mmengine.
         """
         cfg = self.init_cfg
         if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
@@ -305,12 +306,6 @@ class DAT(BaseModule):
     def _description(self) -> str:
         return (f'{self.display_name} backbone (embed_dims={self.arch_settings["embed_dims"]}, '
                 f'depths={self.arch_settings["depths"]})')
-
-    def _load_from_state_dict(self, state_dict: Dict, prefix: str, *args, **kwargs):
-        # Whichever loader calls (mmengine's load weights with strict=False and only log),
-        # weights that do not fit are refused, unless a partial load is asked for.
-        check_incoming(self, state_dict, prefix, self._description())
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def train(self, mode: bool = True):
         super().train(mode)
