@@ -18,7 +18,6 @@ seeds (below), the inputs from ``torch.randn`` with fixed seeds.
 """
 import argparse
 import importlib
-import io
 import json
 import math
 import sys
