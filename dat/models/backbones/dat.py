@@ -30,8 +30,7 @@ PATCH_SIZE = 4
 MIN_INPUT_SIZE = PATCH_SIZE * 2 ** 3
 #: Kernel size of the D blocks' offset network, by stage (DAT and DAT++).
 OFFSET_KERNEL_SIZES = (9, 7, 5, 3)
-
-
+#: Stages of every DAT and DAT++ model.
 NUM_STAGES = 4
 
 
