@@ -7,7 +7,8 @@ Needs two checkouts of https://github.com/LeapLabTHU/DAT (see README.md in this 
   imports natten 0.14's ``natten.functional``; build natten 0.14.6 for the CPU first).
 
 and prints, for each file, whether the regenerated one is bit-identical to the one here
-(``--check``, the default) or writes them (``--write``)::
+(the default; for outputs that differ, the largest difference, e.g. from
+another torch version or CPU) or writes them (``--write``)::
 
     python tests/data/reference/make_reference.py --dat2022 DAT-2022 --datpp DAT-PP [--write]
 
@@ -186,6 +187,20 @@ def identical(a, b) -> bool:
     return a == b
 
 
+def max_difference(a, b) -> float:
+    """The largest absolute difference between the tensors of two nests of the same
+    structure (inf if the structures differ)."""
+    if isinstance(a, dict):
+        if not isinstance(b, dict) or list(a) != list(b):
+            return math.inf
+        return max((max_difference(a[k], b[k]) for k in a), default=0.0)
+    if torch.is_tensor(a):
+        if not torch.is_tensor(b) or a.shape != b.shape:
+            return math.inf
+        return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
+    return 0.0 if a == b else math.inf
+
+
 def emit(name: str, value, out: Path, write: bool) -> bool:
     """Write ``value`` to ``out/name`` or compare it with the file there."""
     path = out / name
@@ -199,7 +214,11 @@ def emit(name: str, value, out: Path, write: bool) -> bool:
             path.write_text(text)
         same = path.is_file() and (json.loads(path.read_text()) == value
                                    if name.endswith('.json') else path.read_text() == text)
-    print(f'{name}: {"written" if write else "identical" if same else "DIFFERS"}')
+    status = 'written' if write else 'identical' if same else 'DIFFERS'
+    if not (write or same) and name.endswith('.pth') and path.is_file():
+        stored = torch.load(path, weights_only=True)
+        status += f' (largest difference {max_difference(value, stored):.2g})'
+    print(f'{name}: {status}')
     return same
 
 
