@@ -7,14 +7,23 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / 'shared' / 'reference'
+#: The golden data made with the authors' code (tests/data/reference/README.md says how).
+REFERENCE = REPO / 'tests' / 'data' / 'reference'
+REFERENCE_FILES = ('dat2022_checkpoint_keys.tsv', 'datpp_checkpoint_keys.tsv',
+                   'golden_mini_config.json', 'golden_mini_dat2022.pth', 'golden_mini_io.pth',
+                   'golden_mini_datpp_config.json', 'golden_mini_datpp.pth',
+                   'golden_mini_datpp_io.pth')
 
 
 @pytest.fixture(scope='session')
 def reference_dir() -> Path:
-    """../shared/reference beside the checkout (the golden 2022 data)."""
-    if not REFERENCE.is_dir():
-        pytest.skip(f'reference data not found at {REFERENCE}')
+    """tests/data/reference: the golden data of the authors' 2022 and DAT++ code. They are part
+    of the repository, so a missing file is a failure, not a skip."""
+    missing = [name for name in REFERENCE_FILES if not (REFERENCE / name).is_file()]
+    if missing:
+        pytest.fail(f'golden reference data missing from {REFERENCE}: {", ".join(missing)} '
+                    '(they are committed with the tests; see tests/data/reference/README.md)',
+                    pytrace=False)
     return REFERENCE
 
 

@@ -13,6 +13,10 @@ After ``import dat.adapters.mmpretrain``::
      'datpp-tiny_8xb128-amp_in1k']
     >>> model = mmpretrain.get_model('dat-tiny_8xb128-amp_in1k', pretrained='dat-tiny.pth')
 
+:func:`get_model` here is mmpretrain's with our check of the weights: a file that does not
+fit the DAT backbone is refused (mmpretrain's, through mmengine's ``load_checkpoint``, loads
+what fits and logs the rest).
+
 The hub gets the models of ``configs/dat/metafile.yml`` and ``configs/datpp/metafile.yml``
 (listed with the other metafiles in ``model-index.yml``), read from ``dat/.mim``: copies in
 a wheel or a normal install, links to the checkout in an editable one (setup.py), so the
@@ -24,13 +28,15 @@ release file, and ``pretrained=True`` raises an error that names that file, wher
 authors publish it and the converter command (:mod:`dat.converters.releases`), instead of
 building a model with random weights.
 """
+import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from mmpretrain.registry import MODELS, TRANSFORMS
 
 import dat.converters.releases  # noqa: F401  (the loader of dat-release://)
 from dat.models import DAT, DATPlusPlus
+from dat.models.checkpoint import check_backbone_fit
 from dat.transforms import CheckedLoadImageFromFile
 
 MODELS.register_module(name='DAT', module=DAT, force=True)
@@ -68,4 +74,25 @@ def register_model_index() -> None:
 _registered = set()
 register_model_index()
 
-__all__ = ['DAT', 'DATPlusPlus', 'register_model_index']
+
+def get_model(model, pretrained: Union[bool, str, os.PathLike] = False, device=None,
+              **kwargs):
+    """``mmpretrain.get_model`` (same arguments), and the weights must fit the DAT backbone.
+
+    mmpretrain loads ``pretrained`` with mmengine's ``load_checkpoint``, which takes the keys
+    that fit and logs the others; here a file that does not fit the backbone is then refused
+    with :class:`~dat.models.checkpoint.CheckpointError` (``the weights do not fit the DAT
+    backbone (embed_dims=..., depths=...): N missing from the checkpoint (first: ...)``),
+    and the model is not returned. To load what fits, call ``mmpretrain.get_model``.
+    """
+    from mmpretrain.apis import get_model as mmpretrain_get_model
+    net = mmpretrain_get_model(model, pretrained=pretrained, device=device, **kwargs)
+    source = pretrained
+    if pretrained is True:  # what mmpretrain resolved it to: load_from or the hub's weights
+        source = net._config.get('load_from') or getattr(net._metainfo, 'weights', None)
+    if source:
+        check_backbone_fit(net, os.fspath(source))
+    return net
+
+
+__all__ = ['DAT', 'DATPlusPlus', 'get_model', 'register_model_index']

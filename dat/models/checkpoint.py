@@ -21,22 +21,25 @@ Any other class or function in a file's pickle makes it refused with a
 that you trust fully but that is refused converts to a plain state dict with
 :data:`CONVERT_COMMAND`, run where executing the file's code can do no harm.
 
-How weights are matched (:func:`load_weights`, and the DAT backbone under any loader):
-a ``prefix`` such as ``'backbone.'`` is stripped when the checkpoint's keys carry it; layers
-adapt what they know how to adapt (the attention layers resize their position tables, in
-``adapt_state_dict``). When a model is initialised from a checkpoint of another task
-(``pretrained=True``: the backbone's ``init_cfg``), keys that modules declare optional
+How weights are matched: our loading functions (:func:`load_weights`: the backbone's
+``init_cfg=dict(type='Pretrained')``, the tools; :func:`check_backbone_fit`: tools/train.py's
+``load_from`` / ``--resume`` and :func:`dat.adapters.mmpretrain.get_model`) check the whole
+file before anything is loaded. A ``prefix`` such as ``'backbone.'`` is stripped when the
+checkpoint's keys carry it; layers adapt what they know how to adapt (the attention layers
+resize their position tables, in ``adapt_state_dict``, which their own
+``_load_from_state_dict`` calls too). When a model is initialised from a checkpoint of another
+task (``pretrained=True``: the backbone's ``init_cfg``), keys that modules declare optional
 (``optional_state_keys``, a regular expression over their own keys: the DAT backbone's
 output norms ``norm{i}``) may be missing or extra, and are logged as skipped. Any other
-missing, unexpected or mis-shaped key is an error that names the first of them, unless a
-partial load is asked for explicitly: ``load_weights(..., strict=False)``,
-``init_cfg=dict(..., strict=False)`` or ``with partial_load(): ...``. The DAT backbone
-checks what it is given in ``_load_from_state_dict``, so that mmengine's loaders (which
-load with ``strict=False`` and only log) refuse a checkpoint that does not fit it too.
+missing, unexpected or mis-shaped key is a :class:`CheckpointError` that names the first of
+them, unless a partial load is asked for: ``load_weights(..., strict=False)`` or
+``init_cfg=dict(..., strict=False)``.
+
+``nn.Module.load_state_dict`` keeps PyTorch's contract (``strict=False`` loads what fits and
+returns the missing and unexpected keys, ``strict=True`` raises a ``RuntimeError``), and so
+do mmengine's loaders, which load with ``strict=False`` and log what does not fit.
 """
 import argparse
-import contextlib
-import contextvars
 import os
 import os.path as osp
 import pickle
@@ -230,21 +233,6 @@ def strip_prefix(state: Mapping[str, torch.Tensor], prefix: Optional[str]) -> St
     return state
 
 
-_PARTIAL = contextvars.ContextVar('dat_partial_load', default=False)
-
-
-@contextlib.contextmanager
-def partial_load():
-    """Inside this context, modules that check what they load (the DAT backbone) take the
-    keys that fit and leave the rest, as ``load_state_dict(strict=False)`` does, e.g.
-    ``with partial_load(): get_model(CONFIG, pretrained=FILE)``."""
-    token = _PARTIAL.set(True)
-    try:
-        yield
-    finally:
-        _PARTIAL.reset(token)
-
-
 class Fit(NamedTuple):
     """How a state dict fits a model."""
     missing: List[str]  #: in the model, not in the checkpoint
@@ -297,21 +285,47 @@ def fit_state_dict(module: nn.Module, state: Dict[str, torch.Tensor], prefix: st
 
 
 _PARTIAL_HINT = ('to load only what fits, use dat.models.checkpoint.load_weights(model, '
-                 'FILE, strict=False), init_cfg=dict(..., strict=False) or '
-                 'dat.models.checkpoint.partial_load()')
+                 'FILE, strict=False) or init_cfg=dict(..., strict=False)')
 
 
-def check_incoming(module: nn.Module, state: Dict[str, torch.Tensor], prefix: str,
-                   what: str) -> None:
-    """For a module's ``_load_from_state_dict``: adapt ``state`` (see
-    :func:`fit_state_dict`) and, unless in :func:`partial_load`, raise a
-    :class:`CheckpointError` that names the keys that do not fit exactly. mmengine's
-    loaders load with ``strict=False`` and only log; this makes them refuse a wrong
-    checkpoint."""
-    fit = fit_state_dict(module, state, prefix)
-    if fit.problems() and not _PARTIAL.get():
-        raise CheckpointError(f'the weights do not fit the {what}: {fit.describe()}; '
-                              f'{_PARTIAL_HINT}')
+def check_backbone_fit(model: nn.Module,
+                       source: Union[str, os.PathLike, Mapping[str, torch.Tensor]],
+                       pretrained: bool = False) -> None:
+    """Refuse a checkpoint that does not fit the DAT backbones inside ``model``.
+
+    For loaders that are not ours and load with ``strict=False`` (mmengine's Runner, for
+    ``load_from`` and ``resume``; mmpretrain's ``get_model``): call it on the model and the
+    file, before or after they load. Each :class:`~dat.models.DAT` (or DAT++) module is
+    compared, under its own prefix (e.g. ``backbone.``), with the checkpoint's keys after its
+    layers adapted them (see :func:`fit_state_dict`); other modules (heads, necks) are not
+    checked here.
+
+    Args:
+        model (nn.Module): A model that holds DAT backbones (or is one).
+        source (str | dict): A checkpoint path (its tensors are mapped, not read) or a
+            checkpoint / state dict.
+        pretrained (bool): Optional keys (the output norms) may be missing or extra.
+
+    Raises:
+        CheckpointError: ``the weights do not fit the DAT backbone (embed_dims=...,
+            depths=...): N missing from the checkpoint (first: ...)``.
+    """
+    from .backbones import DAT
+
+    # keys as the unwrapped model names them (DDP and TTA wrappers hold it as ``module``)
+    backbones = [(re.sub(r'^(module\.)+', '', name), module)
+                 for name, module in model.named_modules() if isinstance(module, DAT)]
+    if not backbones:
+        return
+    if isinstance(source, Mapping):
+        state = strip_prefix(split_checkpoint(source)[0], None)
+    else:
+        state = read_state_dict(source, mmap=True)[0]
+    for name, backbone in backbones:
+        fit = fit_state_dict(backbone, dict(state), f'{name}.' if name else '')
+        if fit.problems(pretrained):
+            raise CheckpointError(f'the weights do not fit the {backbone._description()}: '
+                                  f'{fit.describe(pretrained)}; {_PARTIAL_HINT}')
 
 
 class LoadReport(NamedTuple):
@@ -359,8 +373,7 @@ def load_weights(model: nn.Module,
                               f'{fit.describe(pretrained)}; {_PARTIAL_HINT}')
     wrong = [entry.split(' ', 1)[0] for entry in fit.wrong_shape]
     state = {k: v for k, v in state.items() if k not in wrong}
-    with partial_load():
-        model.load_state_dict(state, strict=False)
+    model.load_state_dict(state, strict=False)
     report = LoadReport(sum(k not in fit.unexpected for k in state), fit)
     if logger is not None:
         print_log(f'loaded {report.loaded} tensors from {name}', logger=logger)

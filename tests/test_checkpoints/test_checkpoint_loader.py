@@ -11,8 +11,8 @@ from ckpt_helpers import ARCH, Payload, runs_code_when_unpickled, write_2022_che
 from mmengine.logging import HistoryBuffer
 
 from dat.models import DAT
-from dat.models.checkpoint import (CheckpointError, load_weights, partial_load, read_checkpoint,
-                                   read_state_dict, strip_prefix)
+from dat.models.checkpoint import (CheckpointError, check_backbone_fit, load_weights,
+                                   read_checkpoint, read_state_dict, strip_prefix)
 
 
 @pytest.fixture
@@ -169,9 +169,39 @@ def test_tables_of_another_size_are_resized_by_the_layers(tmp_path):
     assert bigger.stages[2].blocks[1].attn.rpe_table.shape[1:] == (11, 11)
 
 
-def test_the_backbone_refuses_a_misfit_from_any_loader(tmp_path):
-    """mmengine's load_checkpoint (strict=False: it only logs) still refuses, unless a
-    partial load is asked for."""
+def test_load_state_dict_keeps_torchs_contract():
+    """nn.Module.load_state_dict as PyTorch documents it: strict=False loads what fits and
+    returns the rest, strict=True raises torch's RuntimeError."""
+    model = small_dat()
+    before = model.patch_embed.proj.weight.clone()
+    result = model.load_state_dict({}, strict=False)
+    assert result.missing_keys == list(model.state_dict()) and result.unexpected_keys == []
+    assert torch.equal(model.patch_embed.proj.weight, before)
+    with pytest.raises(RuntimeError, match='Missing key'):
+        model.load_state_dict({})
+    partial = {'patch_embed.proj.weight': torch.zeros_like(before), 'extra': torch.ones(1)}
+    result = model.load_state_dict(partial, strict=False)
+    assert result.unexpected_keys == ['extra'] and 'patch_embed.proj.weight' not in \
+        result.missing_keys
+    assert not model.patch_embed.proj.weight.any()
+    assert not isinstance(RuntimeError('x'), CheckpointError)  # torch's error, not ours
+
+
+def test_load_state_dict_resizes_tables_of_another_size():
+    """The layers' own load hooks adapt position tables, under torch's load_state_dict."""
+    source = small_dat()
+    bigger = DAT(ARCH, img_size=96, window_size=[6, 6, 6, 3])
+    assert bigger.load_state_dict(source.state_dict()).missing_keys == []
+    table = bigger.stages[2].blocks[1].attn.rpe_table
+    assert table.shape[1:] == (11, 11)
+    # the resized table is the source's, interpolated: corners agree exactly
+    assert torch.equal(table[:, 0, 0], source.stages[2].blocks[1].attn.rpe_table[:, 0, 0])
+
+
+def test_our_loaders_refuse_a_misfit_that_mmengines_loader_logs(tmp_path):
+    """mmengine's load_checkpoint (strict=False) loads what fits and logs the rest;
+    check_backbone_fit (tools/train.py's load_from, dat.adapters.mmpretrain.get_model) and
+    load_weights refuse the file with the one-line summary."""
     from mmengine.runner import load_checkpoint
 
     source = small_dat()
@@ -179,11 +209,16 @@ def test_the_backbone_refuses_a_misfit_from_any_loader(tmp_path):
     torch.save({'state_dict': source.state_dict()}, path)
     wider = DAT(dict(ARCH, embed_dims=[16, 32, 64, 128]), img_size=64,
                 window_size=[4, 4, 4, 2])
-    with pytest.raises(CheckpointError, match=r'the weights do not fit the DAT backbone '
-                       r'\(embed_dims=\[16, 32, 64, 128\].*mis-shaped, checkpoint vs model '
-                       r'\(first: stages.3.downsample.proj.weight \(64, 64, 2, 2\) vs '
-                       r'\(128, 64, 2, 2\)'):
-        load_checkpoint(wider, str(path), map_location='cpu')
-    with partial_load():
-        load_checkpoint(wider, str(path), map_location='cpu')
+    summary = (r'the weights do not fit the DAT backbone \(embed_dims=\[16, 32, 64, 128\].*'
+               r'mis-shaped, checkpoint vs model \(first: stages.3.downsample.proj.weight '
+               r'\(64, 64, 2, 2\) vs \(128, 64, 2, 2\)')
+    with pytest.raises(CheckpointError, match=summary):
+        check_backbone_fit(wider, path)
+    with pytest.raises(CheckpointError, match=summary.replace('first: ', 'first: 0.')):
+        check_backbone_fit(torch.nn.Sequential(wider), {'state_dict': {
+            f'0.{k}': v for k, v in source.state_dict().items()}})
+    with pytest.raises(CheckpointError, match='does not fit the DAT: 38 mis-shaped'):
+        load_weights(wider, path)
+    load_checkpoint(wider, str(path), map_location='cpu')
     assert torch.equal(wider.patch_embed.proj.weight, source.patch_embed.proj.weight)
+    check_backbone_fit(small_dat(), path)  # a file that fits passes

@@ -12,7 +12,7 @@ from dat.converters.datpp import convert_datpp
 from dat.models.checkpoint import CheckpointError
 
 #: timm name -> (mmpretrain model name, release file, its name in the key lists of
-#: ../shared/reference).
+#: tests/data/reference).
 MODELS = {
     'dat_tiny': ('dat-tiny_8xb128-amp_in1k', 'dat_tiny_in1k_224.pth', 'dat_tiny'),
     'dat_small': ('dat-small_8xb128-amp_in1k', 'dat_small_in1k_224.pth', 'dat_small'),

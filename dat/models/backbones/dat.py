@@ -12,7 +12,7 @@ Inside the backbone tensors are channels-last (B, H, W, C); the outputs are (B, 
 The attention layers live in ``dat/models/layers``; the deformable one, with its math, is
 ``deformable_attention.py``.
 """
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -20,7 +20,7 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from timm.layers import DropPath, Mlp
 
-from ..checkpoint import check_incoming, load_weights
+from ..checkpoint import load_weights
 from ..layers import (DeformableAttention, WindowAttention, attention_kernels, attention_layers,
                       check_attention_impl)
 from ..layers.common import summarize_kernels
@@ -30,6 +30,74 @@ PATCH_SIZE = 4
 MIN_INPUT_SIZE = PATCH_SIZE * 2 ** 3
 #: Kernel size of the D blocks' offset network, by stage (DAT and DAT++).
 OFFSET_KERNEL_SIZES = (9, 7, 5, 3)
+#: Stages of every DAT and DAT++ model.
+NUM_STAGES = 4
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_number(name: str, value, allowed: str, low=None, high=None, integer: bool = False,
+                 upper_open: bool = False):
+    """``value`` if it is a number (an int if ``integer``) in [low, high] (or [low, high)),
+    else a ValueError that names ``name``, the value and ``allowed``."""
+    ok = _is_int(value) if integer else (
+        isinstance(value, (int, float)) and not isinstance(value, bool))
+    if ok and low is not None:
+        ok = value >= low
+    if ok and high is not None:
+        ok = value < high if upper_open else value <= high
+    if not ok:
+        raise ValueError(f'{name}={value!r} is not allowed: it must be {allowed}')
+    return value
+
+
+def check_out_indices(out_indices) -> Tuple[int, ...]:
+    """Stage indices, each in -4..3 (negative: counted from the end, as mmpretrain's Swin
+    does), without duplicates; returned non-negative and in stage order."""
+    allowed = (f'a non-empty sequence of distinct stage indices in -{NUM_STAGES}..'
+               f'{NUM_STAGES - 1} (negative ones count from the last stage)')
+    if isinstance(out_indices, (str, bytes)) or not isinstance(out_indices, Sequence) \
+            or not out_indices:
+        raise ValueError(f'out_indices={out_indices!r} is not allowed: it must be {allowed}')
+    bad = [i for i in out_indices if not _is_int(i) or not -NUM_STAGES <= i < NUM_STAGES]
+    if bad:
+        raise ValueError(f'out_indices={tuple(out_indices)!r} is not allowed: {bad[0]!r} is '
+                         f'out of range; it must be {allowed}')
+    stages = [i % NUM_STAGES for i in out_indices]
+    if len(set(stages)) != len(stages):
+        raise ValueError(f'out_indices={tuple(out_indices)!r} is not allowed: it names a '
+                         f'stage twice; it must be {allowed}')
+    return tuple(sorted(stages))
+
+
+def check_frozen_stages(frozen_stages) -> int:
+    return check_number('frozen_stages', frozen_stages,
+                        f'an int in -1..{NUM_STAGES} (-1 freezes nothing, 0 the stem, k the '
+                        f'stem and the first k stages)', -1, NUM_STAGES, integer=True)
+
+
+def check_window_size(window_size) -> List[int]:
+    """One window side for every stage, or one per stage (4); each a positive int."""
+    sides = [window_size] * NUM_STAGES if _is_int(window_size) else window_size
+    if not isinstance(sides, Sequence) or isinstance(sides, str) or len(sides) != NUM_STAGES:
+        raise ValueError(f'window_size={window_size!r} is not allowed: window_size needs one '
+                         f'value or {NUM_STAGES} (one per stage), each a positive int')
+    if not all(_is_int(w) and w >= 1 for w in sides):
+        raise ValueError(f'window_size={window_size!r} is not allowed: each window side must '
+                         'be a positive int')
+    return list(sides)
+
+
+def check_img_size(img_size, min_size: int) -> Tuple[int, int]:
+    """``(H, W)`` from an int or a pair of ints, each at least ``min_size``."""
+    allowed = f'an int or an (H, W) pair of ints, each at least {min_size}'
+    pair = (img_size, img_size) if _is_int(img_size) else img_size
+    if isinstance(pair, str) or not isinstance(pair, Sequence) or len(pair) != 2 \
+            or not all(_is_int(v) and v >= min_size for v in pair):
+        raise ValueError(f'img_size={img_size!r} is not allowed: it must be {allowed}')
+    return tuple(pair)
 
 
 class PatchEmbed(nn.Module):
@@ -125,10 +193,11 @@ class DAT(BaseModule):
         in_channels (int): Input channels. Default: 3.
         drop_path_rate (float): Stochastic depth rate of the last block; it rises linearly
             from 0 over the blocks. Default: 0.
-        out_indices (Sequence[int]): Stages whose (normalised) outputs are returned.
-            Default: ``(3,)``.
+        out_indices (Sequence[int]): Stages whose (normalised) outputs are returned, in
+            stage order; each in -4..3 (negative ones count from the last stage, as in
+            mmpretrain's Swin), no stage twice. Default: ``(3,)``.
         frozen_stages (int): Freeze the stem and the first ``frozen_stages`` stages (and
-            their output norms); -1 freezes nothing. Default: -1.
+            their output norms), in -1..4; -1 freezes nothing. Default: -1.
         with_cp (bool): Gradient checkpointing per block. Default: False.
         attn_impl (str): How every attention layer computes: ``'reference'`` (plain
             PyTorch, the numbers of the 2022 code), ``'sdpa'`` (fused SDPA kernels),
@@ -196,12 +265,15 @@ class DAT(BaseModule):
         self.arch_settings = self.parse_arch(arch)
         dims = self.arch_settings['embed_dims']
         depths = self.arch_settings['depths']
-        windows = [window_size] * 4 if isinstance(window_size, int) else list(window_size)
-        img_h, img_w = (img_size, img_size) if isinstance(img_size, int) else img_size
-        self.out_indices = tuple(i % 4 for i in out_indices)
-        self.frozen_stages = frozen_stages
-        if len(windows) != 4:
-            raise ValueError(f'window_size needs one value or 4, got {window_size}')
+        windows = check_window_size(window_size)
+        img_h, img_w = check_img_size(img_size, self.min_input_size)
+        self.out_indices = check_out_indices(out_indices)
+        self.frozen_stages = check_frozen_stages(frozen_stages)
+        check_number('drop_path_rate', drop_path_rate, 'a float in [0, 1)', 0, 1,
+                     upper_open=True)
+        check_number('in_channels', in_channels, 'a positive int', 1, integer=True)
+        if not isinstance(with_cp, bool):
+            raise ValueError(f'with_cp must be True or False, got {with_cp!r}')
 
         n_blocks = sum(depths)
         drop_path = [drop_path_rate * k / max(n_blocks - 1, 1) for k in range(n_blocks)]
@@ -249,6 +321,10 @@ class DAT(BaseModule):
                                  f'{sorted(cls.arch_zoo)} or pass a dict with the keys '
                                  f'{list(cls.arch_keys)}')
             return dict(cls.arch_zoo[arch])
+        if not isinstance(arch, Mapping):
+            raise ValueError(f'arch={arch!r} is not allowed: it must be one of '
+                             f'{sorted(cls.arch_zoo)} or a dict with the keys '
+                             f'{list(cls.arch_keys)}')
         missing = set(cls.arch_keys) - set(arch)
         if missing:
             raise ValueError(f'A custom {cls.__name__} arch needs the keys {list(cls.arch_keys)}; '
@@ -258,12 +334,24 @@ class DAT(BaseModule):
             if len(settings[key]) != 4:
                 raise ValueError(f'arch[{key!r}] needs one entry per stage (4), '
                                  f'got {settings[key]}')
+        for key in ('embed_dims', 'depths', 'num_heads'):
+            if not all(_is_int(v) and v >= 1 for v in settings[key]):
+                raise ValueError(f'arch[{key!r}]={settings[key]} is not allowed: each entry '
+                                 'must be a positive int')
+        for i, (dim, heads) in enumerate(zip(settings['embed_dims'], settings['num_heads'])):
+            if dim % heads:
+                raise ValueError(f'stage {i}: embed_dims={dim} is not divisible by '
+                                 f'num_heads={heads}')
         for i, (kinds, depth) in enumerate(zip(settings['block_types'], settings['depths'])):
             if len(kinds) != depth or set(kinds) - set(cls.block_kinds):
                 raise ValueError(f'arch block_types[{i}]={kinds!r} must have {depth} letters '
                                  f'from {", ".join(map(repr, cls.block_kinds))}')
             if 'D' in kinds and settings['groups'][i] <= 0:
                 raise ValueError(f'stage {i} has D blocks but groups={settings["groups"][i]}')
+            if 'D' in kinds and settings['num_heads'][i] % settings['groups'][i]:
+                raise ValueError(f'stage {i}: num_heads={settings["num_heads"][i]} is not '
+                                 f'divisible by groups={settings["groups"][i]} (offset groups '
+                                 'share the heads)')
         return settings
 
     def _freeze_stages(self):
@@ -286,9 +374,10 @@ class DAT(BaseModule):
         position tables of another size, which the attention layers resize (and log).
         Otherwise a :class:`~dat.models.checkpoint.CheckpointError` (a ``ValueError``) names
         the first offending keys; ``strict=False`` in the init_cfg loads what fits instead.
-        Output norms (``norm{i}``) may be missing (a classification checkpoint has
-        ``norm3`` only) or extra; they are logged as skipped. See
-        :mod:`dat.models.checkpoint`. Other init_cfg types go to mmengine.
+        Output norms (``norm{i}``) may be missing (a classification checkpoint has ``norm3``
+        only) or extra; they are logged as skipped. ``load_state_dict`` itself keeps
+        PyTorch's contract. See :mod:`dat.models.checkpoint`. Other init_cfg types go to
+        mmengine.
         """
         cfg = self.init_cfg
         if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
@@ -305,12 +394,6 @@ class DAT(BaseModule):
     def _description(self) -> str:
         return (f'{self.display_name} backbone (embed_dims={self.arch_settings["embed_dims"]}, '
                 f'depths={self.arch_settings["depths"]})')
-
-    def _load_from_state_dict(self, state_dict: Dict, prefix: str, *args, **kwargs):
-        # Whichever loader calls (mmengine's load weights with strict=False and only log),
-        # weights that do not fit are refused, unless a partial load is asked for.
-        check_incoming(self, state_dict, prefix, self._description())
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def train(self, mode: bool = True):
         super().train(mode)

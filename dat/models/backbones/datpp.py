@@ -141,10 +141,9 @@ class DATPlusPlus(DAT):
         in_channels (int): Input channels. Default: 3.
         drop_path_rate (float): Stochastic depth rate of the last block; it rises linearly
             from 0 over the blocks. Default: 0.
-        out_indices (Sequence[int]): Stages whose (normalised) outputs are returned.
-            Default: ``(3,)``.
+        out_indices (Sequence[int]): See :class:`DAT` (each in -4..3). Default: ``(3,)``.
         frozen_stages (int): Freeze the stem and the first ``frozen_stages`` stages (and
-            their output norms); -1 freezes nothing. Default: -1.
+            their output norms), in -1..4; -1 freezes nothing. Default: -1.
         with_cp (bool): Gradient checkpointing per block. Default: False.
         attn_impl (str): See :class:`DAT`; the N blocks run ``'sdpa'`` (blocked local
             attention, see :mod:`dat.models.layers.neighborhood_attention`) under ``'auto'``
