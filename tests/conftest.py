@@ -2,6 +2,7 @@ import importlib.util
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,75 @@ def datpp_backbone_layouts():
     checkpoints (tests/data/datpp_det_seg_backbone_keys.tsv), keys without ``backbone.``."""
     lists = read_key_lists(REPO / 'tests/data/datpp_det_seg_backbone_keys.tsv')
     return {name: keys for name, (_, keys) in lists.items()}
+
+
+#: mmengine's process-wide instances, by module: a Runner registers its logger, message hub
+#: and visualizer, ``init_default_scope`` a DefaultScope (the last one is the current scope).
+MANAGED = (('mmengine.registry.default_scope', 'DefaultScope'),
+           ('mmengine.logging.logger', 'MMLogger'),
+           ('mmengine.logging.message_hub', 'MessageHub'),
+           ('mmengine.visualization.visualizer', 'Visualizer'))
+
+
+def _managed_classes():
+    return [getattr(sys.modules[module], name) for module, name in MANAGED
+            if module in sys.modules]
+
+
+class GlobalState:
+    """What a test may change in the process and must leave as it found it: the
+    environment variables, mmengine's default scope and its other process-wide instances
+    (:data:`MANAGED`), and :mod:`dat.mmengine_patches`."""
+
+    def __init__(self):
+        self.env = dict(os.environ)
+        self.instances = {cls: dict(cls._instance_dict) for cls in _managed_classes()}
+        patches = sys.modules.get('dat.mmengine_patches')
+        self.patched = patches is not None and patches.applied()
+
+    def restore(self):
+        for key in set(os.environ) - set(self.env):
+            del os.environ[key]
+        for key, value in self.env.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+        for cls in _managed_classes():  # the same instances in the same order
+            saved = self.instances.get(cls, {})
+            for name in set(cls._instance_dict) - set(saved):
+                for handler in getattr(cls._instance_dict[name], 'handlers', []):
+                    handler.close()  # an MMLogger's log file
+            cls._instance_dict.clear()
+            cls._instance_dict.update(saved)
+        patches = sys.modules.get('dat.mmengine_patches')
+        if patches is not None and patches.applied() != self.patched:
+            patches.apply() if self.patched else patches.restore()
+
+
+@pytest.fixture(autouse=True, scope='module')
+def no_leaks_from_module_fixtures():
+    """What module-scoped fixtures change is undone when their module ends."""
+    state = GlobalState()
+    yield
+    state.restore()
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    """What a test changes (see :class:`GlobalState`) is undone after it, so that tests
+    pass in any order and any subset."""
+    state = GlobalState()
+    yield
+    state.restore()
+
+
+@pytest.fixture
+def mmengine_patched():
+    """:func:`dat.mmengine_patches.apply` for one test (as our tools apply it); undone
+    after it."""
+    from dat import mmengine_patches
+    mmengine_patches.apply()
+    yield
+    # (no_leaks restores the state from before the test)
 
 
 def pytest_configure(config):

@@ -28,12 +28,14 @@ model = dict(head=dict(num_classes=10))
 BUILD = """
 import sys
 
-import dat  # mmengine resolves `dat::` once dat is imported
+import dat
+import dat.mmengine_patches
 from mmengine.config import Config
 from mmengine.runner import Runner
 
 from dat.runner_utils import setup_cpu_run
 
+dat.mmengine_patches.apply()  # mmengine resolves `dat::` (as our tools do before a config)
 cfg = Config.fromfile(sys.argv[1])
 cfg.work_dir = 'work_dir'
 setup_cpu_run(cfg)  # as tools/train.py does: AMP is for CUDA only
@@ -150,9 +152,9 @@ def test_mim_train_and_test_the_mini_config(installed, tmp_path):
     assert 0 <= top1 <= top5 <= 100
 
 
-def test_editable_install_serves_dat_configs(tmp_path):
+def test_editable_install_serves_dat_configs(tmp_path, mmengine_patched):
     """This interpreter's dat (editable install or checkout): `dat::` resolves to its own
-    dat/.mim, which links the checkout's configs."""
+    dat/.mim, which links the checkout's configs (once dat.mmengine_patches is applied)."""
     mim = Path(dat.__file__).parent / '.mim'
     assert (mim / 'configs').is_dir(), \
         f'{mim} is missing: an install makes it (bash tools/install.sh, or pip install -e .)'
