@@ -91,16 +91,16 @@ def test_pretrained_init_cfg(files):
     refused(str(error.value), files['evil'])
 
 
-def test_get_model_pretrained(files):
+def test_get_model_pretrained(files, mmengine_patched):
     from mmpretrain import get_model
     with pytest.raises(CheckpointError) as error:
         get_model(str(files['config']), pretrained=str(files['evil']))
     refused(str(error.value), files['evil'])
 
 
-def test_mmengine_loaders(files):
+def test_mmengine_loaders(files, mmengine_patched):
     """mmengine's load_checkpoint (Runner load_from / resume, the inferencers) reads local
-    files with our loader."""
+    files with our loader once dat.mmengine_patches is applied (as our tools do)."""
     from mmengine.runner import CheckpointLoader, load_checkpoint
     with pytest.raises(CheckpointError) as error:
         CheckpointLoader.load_checkpoint(str(files['evil']), map_location='cpu')
