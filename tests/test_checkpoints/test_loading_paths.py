@@ -54,12 +54,14 @@ def no_marker(files):
     assert not files['marker'].exists(), 'code from a checkpoint ran'
 
 
+@pytest.mark.slow
 def test_tools_test_py(files):
     result = run([sys.executable, 'tools/test.py', files['config'], files['evil']])
     assert result.returncode == 1
     refused(result.stderr, files['evil'])
 
 
+@pytest.mark.slow
 def test_tools_train_py_resume(files, tmp_path):
     result = run([sys.executable, 'tools/train.py', files['config'], '--resume', files['evil'],
                   '--work-dir', tmp_path])
@@ -67,6 +69,7 @@ def test_tools_train_py_resume(files, tmp_path):
     refused(result.stderr, files['evil'])
 
 
+@pytest.mark.slow
 def test_image_demo(files):
     result = run([sys.executable, 'tools/demo/image_demo.py', files['img'], files['config'],
                   '--checkpoint', files['evil']])
@@ -74,6 +77,7 @@ def test_image_demo(files):
     refused(result.stderr, files['evil'])
 
 
+@pytest.mark.slow
 def test_converter(files, tmp_path):
     out = tmp_path / 'out.pth'
     result = run([sys.executable, 'tools/model_converters/dat2mmpretrain.py',
@@ -129,6 +133,7 @@ def test_onnx_export(files, load_tool, tmp_path):
 
 # --- files that must load ---------------------------------------------------------------
 
+@pytest.mark.slow
 def test_converted_golden_checkpoint_loads(reference_dir, tmp_path):
     from dat.models import DAT
     from dat.models.checkpoint import load_weights, read_checkpoint
@@ -142,6 +147,7 @@ def test_converted_golden_checkpoint_loads(reference_dir, tmp_path):
     assert report.loaded == len(model.state_dict())
 
 
+@pytest.mark.slow
 def test_2022_checkpoint_with_its_config_converts(reference_dir, tmp_path):
     """The 2022 training code saved its yacs config (and here an argparse Namespace) beside
     the weights; the converter reads them as data and converts the weights."""
