@@ -139,6 +139,31 @@ def mmengine_patched():
     # (no_leaks restores the state from before the test)
 
 
+#: In-process tests that take long (> ~20 s on 2 busy cores, measured with --durations=0),
+#: marked ``slow`` here by node id: a parametrised test keeps one case in the fast tier
+#: (the one named in the comment), its other cases are slow.
+SLOW_CASES = (
+    'tests/test_segmentation/test_seg_configs.py::test_build_params_and_inference[',  # fpn tiny
+    'tests/test_detection/test_det_configs.py::test_predict_at_800x1216_and_odd_size[',  # retina T
+    'tests/test_classification/test_datpp_configs.py::test_build_count_and_train_step[',  # T++
+    'tests/test_classification/test_in1k_configs.py::test_build_and_train_step[',  # DAT-T
+    'tests/test_tools/test_benchmark.py::test_cpu_defaults_and_each_line_printed_when_measured',
+    'tests/test_segmentation/test_learning.py::test_loss_falls_on_two_classes',
+    'tests/test_models/test_backbones/test_dat.py::'
+    'test_forward_backward_reaches_offsets_and_tables[base-kwargs6-size6]',
+    'tests/test_models/test_fast_path.py::test_no_graph_breaks_under_compile',
+)
+FAST_CASES = ('fpn_dat-tiny_8xb2', '[retinanet_dat-tiny_fpn_amp-1x_coco]',
+              '[datpp-tiny_8xb128-amp_in1k]', '[dat-tiny_8xb128-amp_in1k]')
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.startswith(SLOW_CASES) and not any(
+                case in item.nodeid for case in FAST_CASES):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_configure(config):
     # Keep run outputs of tools out of the checkout's work_dirs when tests run in parallel.
     os.environ.setdefault('PYTHONHASHSEED', '0')
