@@ -152,9 +152,12 @@ SLOW_CASES = (
     'tests/test_models/test_backbones/test_dat.py::'
     'test_forward_backward_reaches_offsets_and_tables[base-kwargs6-size6]',
     'tests/test_models/test_fast_path.py::test_no_graph_breaks_under_compile',
+    'tests/test_segmentation/test_datpp_seg.py::test_predict_at_odd_size[',  # fpn T++
+    'tests/test_tools/test_get_flops.py::test_flops_and_params_match_the_paper[',  # DAT-T
 )
 FAST_CASES = ('fpn_dat-tiny_8xb2', '[retinanet_dat-tiny_fpn_amp-1x_coco]',
-              '[datpp-tiny_8xb128-amp_in1k]', '[dat-tiny_8xb128-amp_in1k]')
+              '[datpp-tiny_8xb128-amp_in1k]', '[dat-tiny_8xb128-amp_in1k]',
+              'fpn_datpp-tiny_8xb4', '[dat-tiny_8xb128-amp_in1k.py]')
 
 
 def pytest_collection_modifyitems(config, items):
