@@ -1,4 +1,9 @@
-"""DAT: Vision Transformer with Deformable Attention, as an OpenMMLab-style toolbox."""
+"""DAT: Vision Transformer with Deformable Attention, as an OpenMMLab-style toolbox.
+
+Importing dat registers our models and changes nothing in mmengine; what our tools change
+in it (``dat::`` config paths, the reader of local checkpoint files) is applied explicitly
+by :func:`dat.mmengine_patches.apply`.
+"""
 import warnings
 
 # mmengine 0.10.7 (pinned) resolves `mmpretrain::` / `mmdet::` / `mmseg::` config paths with
@@ -8,9 +13,6 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated as an API
                         category=UserWarning)
 
 from . import timm_models  # noqa: E402,F401  (timm.create_model('dat_tiny'), ...)
-from .scope import register_config_scope  # noqa: E402
 from .version import __version__  # noqa: E402
-
-register_config_scope()
 
 __all__ = ['__version__']

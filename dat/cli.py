@@ -4,7 +4,8 @@ A missing or broken config, a checkpoint that cannot be read (random bytes, a tr
 file) or that is refused, and the like, print ``error: <file>: <problem>`` on stderr and exit
 with status 1. :func:`one_line_errors` also catches a
 :class:`~dat.models.checkpoint.CheckpointError` raised deep inside mmengine's Runner or an
-inferencer, whose loaders of local files are :mod:`dat.models.checkpoint`'s.
+inferencer, whose loader of local files is :mod:`dat.models.checkpoint`'s once
+:func:`load_config` has applied :mod:`dat.mmengine_patches`.
 
 ``python -m dat.cli CONFIG [CHECKPOINT]`` checks both; ``tools/dist_*.sh`` run it before
 they start the processes (so that a mistake is one line, not one per process plus the
@@ -29,9 +30,23 @@ def one_line(err: BaseException) -> str:
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None):
-    """``mmengine.Config.fromfile`` (plus ``--cfg-options``), failing in one line."""
+    """``mmengine.Config.fromfile`` (plus ``--cfg-options``), failing in one line.
+
+    Applies :func:`dat.mmengine_patches.apply` first (``dat::`` bases, and the reader of
+    local checkpoint files that the Runner and the inferencers then use). ``path`` may be a
+    ``dat::`` path itself (``dat::dat/dat-tiny_8xb128-amp_in1k.py``).
+    """
     from mmengine.config import Config
 
+    from dat import mmengine_patches
+    from dat.scope import PREFIX, resolve_config_path
+
+    mmengine_patches.apply()
+    if path.startswith(PREFIX):
+        try:
+            path = resolve_config_path(path)
+        except FileNotFoundError as err:
+            fail(one_line(err))
     if not osp.isfile(path):
         fail(f'no such config: {path}')
     try:

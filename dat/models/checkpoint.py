@@ -1,10 +1,11 @@
 """Read checkpoints without running their code, and load them into models strictly.
 
 Every way this package reads weights goes through this module: the backbone's
-``init_cfg=dict(type='Pretrained')``, the tools, the 2022 converter, and, through the loader
-of local files that it registers with mmengine's ``CheckpointLoader``, mmengine's Runner
-(``load_from``, ``--resume``), ``mmpretrain.get_model(..., pretrained=FILE)`` and the
-inferencers of mmpretrain, mmdet and mmseg.
+``init_cfg=dict(type='Pretrained')``, the tools, the 2022 converter, and, through
+:func:`load_from_local` (which :func:`dat.mmengine_patches.apply`, called by our tools,
+registers as the loader of local files of mmengine's ``CheckpointLoader``), mmengine's
+Runner (``load_from``, ``--resume``), ``mmpretrain.get_model(..., pretrained=FILE)`` and
+the inferencers of mmpretrain, mmdet and mmseg.
 
 What is read. Files are read with ``torch.load(weights_only=True)``: tensors, numbers,
 strings and plain containers, and only these other types, by name (:data:`SAFE_GLOBALS`):
@@ -178,13 +179,11 @@ def _damage(path: str, err: BaseException) -> str:
 
 
 def load_from_local(filename: str, map_location: Any = None) -> Any:
-    """mmengine's loader of local files (``CheckpointLoader``, prefix ``''``), through
-    :func:`read_checkpoint`. Named ``load_from_*`` like mmengine's own loaders, whose log
-    line prints the name after ``load_from_``."""
+    """A loader of local files for mmengine's ``CheckpointLoader`` (prefix ``''``, put in
+    place by :func:`dat.mmengine_patches.apply`), through :func:`read_checkpoint`. Named
+    ``load_from_*`` like mmengine's own loaders, whose log line prints the name after
+    ``load_from_``."""
     return read_checkpoint(osp.expanduser(filename), map_location)
-
-
-CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
 
 
 def split_checkpoint(checkpoint: Any, path: str = 'the checkpoint') -> Tuple[StateDict, Dict]:

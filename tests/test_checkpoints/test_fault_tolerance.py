@@ -1,10 +1,9 @@
 """The faults of docs/faults.md on a toy mmengine run (in-process, seconds): a checkpoint
 write that fails with ENOSPC, stale ``.tmp`` files, a NaN loss (stop, or skip up to a
-limit), non-finite weights at a save; and the pins of the mmengine code the hooks rely on.
-The same faults through tools/train.py on the quick-start config: test_fault_runs.py."""
+limit), non-finite weights at a save. The pins of the mmengine code that the hooks rely on
+are in tests/test_tools/test_mmengine_patches.py. The same faults through tools/train.py on
+the quick-start config: test_fault_runs.py."""
 import errno
-import hashlib
-import inspect
 import os
 import re
 
@@ -12,32 +11,16 @@ import pytest
 import torch
 from fault_helpers import ITERS_PER_EPOCH, finite, toy_runner
 from mmengine.fileio import LocalBackend
-from mmengine.hooks import CheckpointHook, Hook
-from mmengine.logging import MessageHub, MMLogger
-from mmengine.optim import OptimWrapper
-from mmengine.registry import DefaultScope
-from mmengine.visualization import Visualizer
+from mmengine.hooks import Hook
 
 from dat.engine import (CheckpointSaveError, NonFiniteError, find_resumable_checkpoint,
                         remove_stale_temp_files)
 from dat.engine.nonfinite_hook import SKIPPED_KEY
 from dat.models.checkpoint import read_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def mmengine_globals():
-    """Runner instances register loggers, message hubs, visualizers and the default scope
-    process-wide: put them back as they were."""
-    saved = {cls: dict(cls._instance_dict) for cls in (MMLogger, MessageHub, Visualizer,
-                                                       DefaultScope)}
-    yield
-    for cls, instances in saved.items():
-        for name in set(cls._instance_dict) - set(instances):
-            if cls is MMLogger:
-                for handler in cls._instance_dict[name].handlers:
-                    handler.close()
-        cls._instance_dict.clear()
-        cls._instance_dict.update(instances)
+# tests/conftest.py puts mmengine's loggers, message hubs, visualizers and default scope
+# back after each test; the runs resume as tools/train.py does, with dat.mmengine_patches.
+pytestmark = pytest.mark.usefixtures('mmengine_patched')
 
 
 def names(work_dir):
@@ -263,39 +246,6 @@ def test_max_skips_is_checked():
     for bad in (-1, 1.5, True, '3'):
         with pytest.raises(ValueError, match=r'max_skips must be an integer >= 0'):
             NonFiniteCheckHook(max_skips=bad)
-
-
-# Pins of the mmengine code that the hooks rely on ---------------------------------------
-
-#: sha256 of mmengine 0.10.7's CheckpointHook._save_checkpoint_with_step source.
-SAVE_WITH_STEP_SHA256 = 'cdbc1b54c7c88d9525ab025a9d51a3d3be6e6e36396c0f1151ecf51281fd3482'
-
-
-def test_mmengine_checkpoint_hook_is_what_atomic_checkpoint_hook_overrides():
-    source = inspect.getsource(CheckpointHook._save_checkpoint_with_step)
-    digest = hashlib.sha256(source.encode()).hexdigest()
-    what = ('dat.engine.AtomicCheckpointHook overrides mmengine\'s private '
-            'CheckpointHook._save_checkpoint_with_step (every checkpoint save goes through '
-            'it); mmengine changed it: compare the new source with the override (steps, '
-            'message hub keys, last_checkpoint, removals), update the override, then '
-            'SAVE_WITH_STEP_SHA256 here')
-    assert digest == SAVE_WITH_STEP_SHA256, f'{what} (sha256 now {digest})'
-    assert list(inspect.signature(CheckpointHook._save_checkpoint_with_step).parameters) == [
-        'self', 'runner', 'step', 'meta'], what
-    for caller in (CheckpointHook._save_checkpoint, CheckpointHook._save_best_checkpoint):
-        assert 'self._save_checkpoint_with_step(runner, ' in inspect.getsource(caller), what
-
-
-def test_mmengine_optim_wrapper_clips_with_clip_func_and_logs_its_float():
-    source = inspect.getsource(OptimWrapper._clip_grad)
-    what = ('dat.engine.NonFiniteCheckHook reads the gradient norm by replacing '
-            'OptimWrapper.clip_func (its result is logged with float()); mmengine changed '
-            'OptimWrapper._clip_grad: check that the norm is still computed by clip_func '
-            'right before optimizer.step, then update this pin')
-    assert 'grad = self.clip_func(params, **self.clip_grad_kwargs)' in source, what
-    assert 'float(grad)' in source, what
-    assert 'self._clip_grad()\n        self.optimizer.step(**kwargs)' in inspect.getsource(
-        OptimWrapper.step), what
 
 
 def test_with_clip_grad_the_check_adds_no_reduction(tmp_path, monkeypatch):

@@ -227,6 +227,7 @@ def killed(setup):
     return work_dir, history, (latest, len(data) // 3)
 
 
+@pytest.mark.slow
 def test_kills_cost_nothing(reference, killed):
     work_dir, history, _ = killed
     # kills inside checkpoint writes happened (an interrupted temporary file was left)
@@ -255,6 +256,7 @@ def test_kills_cost_nothing(reference, killed):
             assert torch.equal(final['optimizer']['state'][key][name], tensor)
 
 
+@pytest.mark.slow
 def test_truncated_latest_checkpoint_resumes_from_the_previous_one(killed):
     work_dir, history, (latest, size) = killed
     kind, start_step, _, output = history[-1]

@@ -54,12 +54,14 @@ def no_marker(files):
     assert not files['marker'].exists(), 'code from a checkpoint ran'
 
 
+@pytest.mark.slow
 def test_tools_test_py(files):
     result = run([sys.executable, 'tools/test.py', files['config'], files['evil']])
     assert result.returncode == 1
     refused(result.stderr, files['evil'])
 
 
+@pytest.mark.slow
 def test_tools_train_py_resume(files, tmp_path):
     result = run([sys.executable, 'tools/train.py', files['config'], '--resume', files['evil'],
                   '--work-dir', tmp_path])
@@ -67,6 +69,7 @@ def test_tools_train_py_resume(files, tmp_path):
     refused(result.stderr, files['evil'])
 
 
+@pytest.mark.slow
 def test_image_demo(files):
     result = run([sys.executable, 'tools/demo/image_demo.py', files['img'], files['config'],
                   '--checkpoint', files['evil']])
@@ -74,6 +77,7 @@ def test_image_demo(files):
     refused(result.stderr, files['evil'])
 
 
+@pytest.mark.slow
 def test_converter(files, tmp_path):
     out = tmp_path / 'out.pth'
     result = run([sys.executable, 'tools/model_converters/dat2mmpretrain.py',
@@ -91,16 +95,16 @@ def test_pretrained_init_cfg(files):
     refused(str(error.value), files['evil'])
 
 
-def test_get_model_pretrained(files):
+def test_get_model_pretrained(files, mmengine_patched):
     from mmpretrain import get_model
     with pytest.raises(CheckpointError) as error:
         get_model(str(files['config']), pretrained=str(files['evil']))
     refused(str(error.value), files['evil'])
 
 
-def test_mmengine_loaders(files):
+def test_mmengine_loaders(files, mmengine_patched):
     """mmengine's load_checkpoint (Runner load_from / resume, the inferencers) reads local
-    files with our loader."""
+    files with our loader once dat.mmengine_patches is applied (as our tools do)."""
     from mmengine.runner import CheckpointLoader, load_checkpoint
     with pytest.raises(CheckpointError) as error:
         CheckpointLoader.load_checkpoint(str(files['evil']), map_location='cpu')
@@ -129,6 +133,7 @@ def test_onnx_export(files, load_tool, tmp_path):
 
 # --- files that must load ---------------------------------------------------------------
 
+@pytest.mark.slow
 def test_converted_golden_checkpoint_loads(reference_dir, tmp_path):
     from dat.models import DAT
     from dat.models.checkpoint import load_weights, read_checkpoint
@@ -142,6 +147,7 @@ def test_converted_golden_checkpoint_loads(reference_dir, tmp_path):
     assert report.loaded == len(model.state_dict())
 
 
+@pytest.mark.slow
 def test_2022_checkpoint_with_its_config_converts(reference_dir, tmp_path):
     """The 2022 training code saved its yacs config (and here an argparse Namespace) beside
     the weights; the converter reads them as data and converts the weights."""

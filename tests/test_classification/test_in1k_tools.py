@@ -78,6 +78,7 @@ def trained(tmp_path_factory):
     return dict(root=root, data=data, config=config, work_dir=work_dir, log=result)
 
 
+@pytest.mark.slow
 def test_dist_train_writes_checkpoints_and_logs(trained):
     work_dir = trained['work_dir']
     assert (work_dir / 'epoch_1.pth').is_file()
@@ -92,6 +93,7 @@ def test_dist_train_writes_checkpoints_and_logs(trained):
     assert any(k.endswith('attn.rpe_table') for k in checkpoint['state_dict'])
 
 
+@pytest.mark.slow
 def test_resume_continues_with_the_same_state(trained):
     root, work_dir = trained['root'], trained['work_dir']
     (root / 'resume_probe.py').write_text(PROBE)
@@ -122,6 +124,7 @@ def test_resume_continues_with_the_same_state(trained):
     assert (work_dir / 'epoch_2.pth').is_file()
 
 
+@pytest.mark.slow
 def test_test_sh_prints_top1_and_top5(trained):
     checkpoint = trained['work_dir'] / 'epoch_1.pth'
     # 2 processes: through tools/dist_test.sh (gloo on the CPU)
@@ -134,6 +137,7 @@ def test_test_sh_prints_top1_and_top5(trained):
     assert 0 <= acc1 <= acc5 <= 100
 
 
+@pytest.mark.slow
 def test_corrupt_image_and_missing_root_are_named(trained, tmp_path):
     """The dataloaders the tools build (Runner.build_dataloader) name the bad file / path."""
     from mmengine.config import Config
@@ -160,6 +164,7 @@ def test_corrupt_image_and_missing_root_are_named(trained, tmp_path):
         Runner.build_dataloader(cfg.train_dataloader)
 
 
+@pytest.mark.slow
 def test_golden_checkpoint_predictions_through_test_py(reference_dir, tmp_path):
     """The converted golden 2022 checkpoint, fed the golden input as lossless float32 TIFF
     files (identity normalisation), predicts the golden logits' softmax."""

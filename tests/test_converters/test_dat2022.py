@@ -127,6 +127,7 @@ def test_errors_name_the_key(reference_dir):
         convert_dat2022({'model': {'meta': 'not a tensor'}})
 
 
+@pytest.mark.slow
 def test_converter_cli(reference_dir, repo_root, tmp_path):
     dst = tmp_path / 'out' / 'mini.pth'
     tool = repo_root / 'tools' / 'model_converters' / 'dat2mmpretrain.py'

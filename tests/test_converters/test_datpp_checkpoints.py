@@ -118,6 +118,7 @@ def test_errors_name_the_key(released):
         convert_datpp({'model': {'meta': 'not a tensor'}})
 
 
+@pytest.mark.slow
 def test_converter_cli(reference_dir, repo_root, tmp_path):
     tool = repo_root / 'tools' / 'model_converters' / 'datpp2mmpretrain.py'
     dst = tmp_path / 'out' / 'mini.pth'

@@ -141,6 +141,7 @@ def test_predict_at_odd_size(config):
     predict(build_detector(config), 237, 301)
 
 
+@pytest.mark.slow
 def test_upgrade_tool(tmp_path, datpp_backbone_layouts):
     """The CLI converts a checkpoint and checks it against the config; a checkpoint of
     another model is refused with the keys named."""
@@ -172,6 +173,7 @@ def test_upgrade_tool(tmp_path, datpp_backbone_layouts):
     assert not (tmp_path / 'x.pth').exists()
 
 
+@pytest.mark.slow
 @pytest.mark.heavy
 def test_dist_train_then_test(tmp_path):
     """A scaled-down DAT++ Mask R-CNN from the T++ recipe: tools/dist_train.sh with 2 CPU

@@ -40,6 +40,7 @@ def run(args, **kwargs):
     return result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.heavy
 @pytest.mark.parametrize('recipe,metrics', [
     ('configs/mask_rcnn/mask-rcnn_dat-tiny_fpn_amp-1x_coco.py', ('bbox', 'segm')),

@@ -201,6 +201,7 @@ def outputs_of(guide, tool, config):
                 if command.startswith(f'python tools/{tool}.py {config}'))
 
 
+@pytest.mark.slow
 def test_guide_runs_every_command(guide):
     assert [c.split()[:3] for c in guide['commands']] == [
         ['python', 'tools/train.py', DET], ['python', 'tools/test.py', DET],
@@ -208,6 +209,7 @@ def test_guide_runs_every_command(guide):
         ['tensorboard', '--logdir', 'work_dirs']]
 
 
+@pytest.mark.slow
 def test_detector_fine_tunes_on_coco_format_data(guide):
     # 4 images, batch 2: 2 iterations, then validation with the COCO metric
     assert 'Epoch(train) [1][2/2]' in outputs_of(guide, 'train', DET)
@@ -220,6 +222,7 @@ def test_detector_fine_tunes_on_coco_format_data(guide):
     assert re.search(r'coco/bbox_mAP: [0-9.]+ .*coco/segm_mAP: [0-9.]+', test_output)
 
 
+@pytest.mark.slow
 def test_segmentor_fine_tunes_on_image_and_mask_folders(guide):
     output = outputs_of(guide, 'train', SEG)
     assert re.search(r'Iter\(train\) \[2/2\]', output)
@@ -234,6 +237,7 @@ def test_segmentor_fine_tunes_on_image_and_mask_folders(guide):
     assert re.search(r'mIoU: [0-9.]+', test_output)
 
 
+@pytest.mark.slow
 def test_tensorboard_serves_both_runs(guide):
     tags = guide['tags']
     det = next(tags[run] for run in tags if run.startswith('mask-rcnn_dat-tiny_fpn_my-coco'))

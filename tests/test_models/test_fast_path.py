@@ -241,6 +241,7 @@ def flex_graphs():
     return counters['stats']['unique_graphs']
 
 
+@pytest.mark.slow
 def test_flex_compiles_a_handful_of_graphs_over_20_sizes(fresh_flex):
     """Compiled FlexAttention forward on the CPU: 20 input sizes (stage-3 maps of 256 to
     1024 tokens, stage-4 maps of 64 to 256) compile a graph per token bucket and layer

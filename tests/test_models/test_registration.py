@@ -16,6 +16,7 @@ def test_built_from_each_library_registry(library, backbone):
     assert model.out_indices == (0, 1, 2, 3)
 
 
+@pytest.mark.slow
 def test_core_runs_without_mmcv_mmdet_mmseg_mmpretrain():
     """The backbone core imports only torch, timm, einops and mmengine."""
     code = '''

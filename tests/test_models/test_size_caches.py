@@ -2,6 +2,7 @@
 training), and is shared by the layers that can share it."""
 import random
 
+import pytest
 import torch
 
 from dat.models import DAT
@@ -36,6 +37,7 @@ def train_step(model, size):
     model.zero_grad(set_to_none=True)
 
 
+@pytest.mark.slow
 def test_cache_bytes_do_not_grow_over_30_sizes():
     """DAT-T in train mode, forward and backward at 30 sizes that are multiples of 32 (as
     after the Mask R-CNN pipeline's padding): the caches hold no more after 30 sizes than

@@ -166,6 +166,7 @@ def test_predict_at_odd_size(config):
     assert tuple(result.pred_sem_seg.data.shape) == (1, 237, 301)
 
 
+@pytest.mark.slow
 @pytest.mark.heavy
 def test_dist_train_then_test(tmp_path):
     """A scaled-down DAT++ UperNet from the T++ recipe: tools/dist_train.sh with 2 CPU

@@ -38,6 +38,7 @@ def trained(tmp_path_factory, repo_root):
     return config, work_dir / f'iter_{MAX_ITERS}.pth', data_root, log
 
 
+@pytest.mark.slow
 def test_dist_train_two_processes(trained):
     config, checkpoint, _, log = trained
     assert checkpoint.is_file()
@@ -54,6 +55,7 @@ def parse_metrics(stdout):
     return {k: float(v) for k, v in re.findall(r'(\w+): ([\d.]+)', line)}
 
 
+@pytest.mark.slow
 def test_tools_test_reports_miou(trained, repo_root, tmp_path):
     config, checkpoint, _, _ = trained
     result = run([sys.executable, 'tools/test.py', str(config), str(checkpoint),
@@ -65,6 +67,7 @@ def test_tools_test_reports_miou(trained, repo_root, tmp_path):
     assert re.search(r'\|\s+wall\s+\|', result.stdout + result.stderr)
 
 
+@pytest.mark.slow
 def test_tools_test_tta(trained, repo_root, tmp_path):
     config, checkpoint, _, _ = trained
     result = run([sys.executable, 'tools/test.py', str(config), str(checkpoint),
@@ -75,6 +78,7 @@ def test_tools_test_tta(trained, repo_root, tmp_path):
     assert used.test_dataloader.dataset.pipeline[1].type == 'TestTimeAug'
 
 
+@pytest.mark.slow
 def test_demo_writes_overlay(trained, repo_root, tmp_path):
     config, checkpoint, data_root, _ = trained
     img = data_root / 'images' / 'validation' / 'ADE_valid_00000001.jpg'

@@ -65,6 +65,7 @@ def test_config_attn_impl_reaches_every_layer(config):
     assert {layer.attn_impl for layer in layers} == {'sdpa'}
 
 
+@pytest.mark.slow
 def test_train_with_attn_impl_from_cfg_options_then_test_with_bf16(mini):
     root, config = mini
     work_dir = root / 'work'
@@ -86,6 +87,7 @@ def test_train_with_attn_impl_from_cfg_options_then_test_with_bf16(mini):
     assert "DAT attention: attn_impl='sdpa' runs 'sdpa' on cpu" in log
 
 
+@pytest.mark.slow
 def test_unknown_attn_impl_names_the_choices(mini):
     root, config = mini
     result = run(['tools/train.py', str(config), '--work-dir', str(root / 'bad'),

@@ -52,6 +52,7 @@ def test_bad_arguments(bench, capsys):
     assert '--compare swin needs --arch' in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_config_cli_with_profile(repo_root):
     result = subprocess.run(
         [sys.executable, 'tools/analysis_tools/benchmark.py', '--config',

@@ -32,6 +32,7 @@ def test_flops_and_params_match_the_paper(repo_root, load_tool, config):
     assert 'aten::softmax' in skipped  # element-wise operators are named, not counted
 
 
+@pytest.mark.slow
 def test_cli_prints_counts_and_uncounted_ops(repo_root):
     result = subprocess.run(
         [sys.executable, str(repo_root / 'tools/analysis_tools/get_flops.py'),

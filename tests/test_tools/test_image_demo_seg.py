@@ -6,10 +6,12 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
 CONFIG = 'configs/upernet/upernet_dat-tiny_8xb2-amp-160k_ade20k-512x512.py'
 
 
+@pytest.mark.slow
 def test_ade20k_names_and_colours(repo_root, tmp_path):
     from mmseg.datasets import ADE20KDataset
     classes = ADE20KDataset.METAINFO['classes']

@@ -28,12 +28,14 @@ model = dict(head=dict(num_classes=10))
 BUILD = """
 import sys
 
-import dat  # mmengine resolves `dat::` once dat is imported
+import dat
+import dat.mmengine_patches
 from mmengine.config import Config
 from mmengine.runner import Runner
 
 from dat.runner_utils import setup_cpu_run
 
+dat.mmengine_patches.apply()  # mmengine resolves `dat::` (as our tools do before a config)
 cfg = Config.fromfile(sys.argv[1])
 cfg.work_dir = 'work_dir'
 setup_cpu_run(cfg)  # as tools/train.py does: AMP is for CUDA only
@@ -93,6 +95,7 @@ def installed(tmp_path_factory):
                 mim=[python, '-m', 'mim'])
 
 
+@pytest.mark.slow
 def test_wheel_carries_configs_tools_and_model_index(installed):
     mim = installed['package'] / '.mim'
     assert (mim / 'configs' / 'dat' / 'dat-tiny_8xb128-amp_in1k.py').is_file()
@@ -102,6 +105,7 @@ def test_wheel_carries_configs_tools_and_model_index(installed):
     assert not any(p.is_symlink() for p in mim.rglob('*')), 'a wheel must hold copies'
 
 
+@pytest.mark.slow
 def test_config_outside_the_repo_inherits_dat_config(installed, tmp_path):
     (tmp_path / 'my_dat.py').write_text(CHILD_CONFIG)
     (tmp_path / 'build.py').write_text(BUILD)
@@ -113,6 +117,7 @@ def test_config_outside_the_repo_inherits_dat_config(installed, tmp_path):
         f'{28_319_138 - 768 * 990 - 990} OptimWrapper' in out, out
 
 
+@pytest.mark.slow
 def test_mim_search_lists_the_models(installed):
     """`mim search dat` reads the installed model index: every model of every metafile."""
     out = run(installed['mim'] + ['search', 'dat'], cwd=installed['root'],
@@ -123,6 +128,7 @@ def test_mim_search_lists_the_models(installed):
     assert set(re.findall(r'^config id: (\S+)$', out, re.M)) == expected, out[-3000:]
 
 
+@pytest.mark.slow
 def test_mim_train_and_test_the_mini_config(installed, tmp_path):
     """`mim train dat CONFIG_NAME` finds the mini config in the installed package and trains
     it briefly on generated data in ./data/shapes; `mim test dat` evaluates the result."""
@@ -150,9 +156,9 @@ def test_mim_train_and_test_the_mini_config(installed, tmp_path):
     assert 0 <= top1 <= top5 <= 100
 
 
-def test_editable_install_serves_dat_configs(tmp_path):
+def test_editable_install_serves_dat_configs(tmp_path, mmengine_patched):
     """This interpreter's dat (editable install or checkout): `dat::` resolves to its own
-    dat/.mim, which links the checkout's configs."""
+    dat/.mim, which links the checkout's configs (once dat.mmengine_patches is applied)."""
     mim = Path(dat.__file__).parent / '.mim'
     assert (mim / 'configs').is_dir(), \
         f'{mim} is missing: an install makes it (bash tools/install.sh, or pip install -e .)'
@@ -168,6 +174,7 @@ def test_editable_install_serves_dat_configs(tmp_path):
     assert dict(cfg.model, head=None) == dict(base.model, head=None)
 
 
+@pytest.mark.slow
 def test_model_hub_and_timm_from_the_wheel(installed, tmp_path):
     """The installed package serves the model names (its own dat/.mim) and the timm names;
     pretrained=True names the release file instead of giving random weights."""
@@ -191,6 +198,7 @@ except FileNotFoundError as err:
     assert 'python tools/model_converters/dat2mmpretrain.py dat_tiny_in1k_224.pth' in out
 
 
+@pytest.mark.slow
 def test_mim_download_dumps_the_config(installed, tmp_path):
     """`mim download dat --config NAME --dest DIR` reads the installed index; it cannot fetch
     the release file (we host none: `dat-release://` is not a download URL), so with the

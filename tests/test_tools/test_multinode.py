@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,6 +47,7 @@ def free_port():
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_nodes_train_together(tmp_path):
     data = tmp_path / 'data'
     subprocess.run([sys.executable, 'tools/dataset_converters/make_shapes_dataset.py',

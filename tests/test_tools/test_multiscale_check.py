@@ -42,6 +42,7 @@ def test_cpu_run_reports_and_summary(tool, capsys, tmp_path):
     assert table[3].startswith('reference train     -> ok: True')
 
 
+@pytest.mark.slow
 def test_gpu_checks_script_parses(repo_root):
     result = subprocess.run(['bash', '-n', 'tools/analysis_tools/gpu_checks.sh'],
                             cwd=repo_root, capture_output=True, text=True)

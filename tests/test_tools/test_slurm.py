@@ -156,6 +156,7 @@ def resumed(cancelled, slurm_partition, data):
     return dict(epoch=epoch, log=log, seconds=time.monotonic() - start)
 
 
+@pytest.mark.slow
 def test_slurm_train_runs_two_tasks_and_is_cancelled(cancelled):
     log = cancelled['log']
     # the srun command of the script: no --gres (GRES=none), 2 tasks, 1 CPU each
@@ -174,6 +175,7 @@ def test_slurm_train_runs_two_tasks_and_is_cancelled(cancelled):
     print(f"slurm_train.sh until cancelled: {cancelled['seconds']:.1f} s")
 
 
+@pytest.mark.slow
 def test_sbatch_example_resumes_the_cancelled_job(cancelled, resumed):
     epoch, log = resumed['epoch'], resumed['log']
     work_dir = cancelled['work_dir']
@@ -188,6 +190,7 @@ def test_sbatch_example_resumes_the_cancelled_job(cancelled, resumed):
     print(f"sbatch resume: {resumed['seconds']:.1f} s")
 
 
+@pytest.mark.slow
 def test_slurm_test_evaluates_the_resumed_checkpoint(cancelled, resumed, slurm_partition, data):
     checkpoint = read_last_checkpoint(cancelled['work_dir'])
     start = time.monotonic()
@@ -207,6 +210,7 @@ def test_slurm_test_evaluates_the_resumed_checkpoint(cancelled, resumed, slurm_p
     print(f'slurm_test.sh: {time.monotonic() - start:.1f} s')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('script', ['slurm_train.sh', 'slurm_test.sh'])
 def test_scripts_pass_the_variables_to_srun(script, tmp_path):
     """GPUS, GPUS_PER_NODE, CPUS_PER_TASK, SRUN_ARGS, the script arguments and GRES reach

@@ -68,6 +68,7 @@ TOOLS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('tool', [t for t in TOOLS if TOOLS[t][0]])
 def test_missing_config(tool, bad):
     result = run(TOOLS[tool][0](bad))
@@ -75,6 +76,7 @@ def test_missing_config(tool, bad):
     one_line(result.stdout + result.stderr, 'config', bad['config'])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('case', ['random', 'truncated'])
 @pytest.mark.parametrize('tool', [t for t in TOOLS if TOOLS[t][1]])
 def test_unreadable_checkpoint(tool, case, bad):

@@ -32,7 +32,6 @@ def test_every_config_takes_the_fp32_override():
     override: no AMP-only argument (loss_scale, dtype) is left for it to reject."""
     from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
-    import dat  # noqa: F401  (dat:: paths)
     accepted = set(inspect.signature(OptimWrapper.__init__).parameters) - {'self', 'kwargs'}
     # what build_optim_wrapper takes out before it calls the wrapper
     accepted |= {'type', 'constructor', 'paramwise_cfg', 'optimizer', '_scope_'}

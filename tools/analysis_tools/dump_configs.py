@@ -62,8 +62,7 @@ def param_groups(cfg) -> Dict[str, List[float]]:
 def dump(paths: Sequence[Path], with_groups: bool) -> Dict[str, Any]:
     from mmengine.logging import MMLogger
 
-    import dat  # noqa: F401  (dat:: config paths)
-    from dat.cli import load_config
+    from dat.cli import load_config  # (dat:: config paths: it applies dat.mmengine_patches)
 
     MMLogger.get_current_instance().setLevel('WARNING')  # no line per parameter group
 

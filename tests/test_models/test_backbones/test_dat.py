@@ -181,9 +181,13 @@ def test_layers_are_timms():
     assert torch.equal(index, expected)
 
 
+SLOW = pytest.mark.slow  # (> ~20 s on 2 cores)
+
+
 @pytest.mark.parametrize('arch,kwargs,size', [
-    ('tiny', {}, 224), ('small', {}, 224), ('base', {}, 224),
-    ('base', dict(img_size=384, window_size=12), 384),
+    ('tiny', {}, 224), pytest.param('small', {}, 224, marks=SLOW),
+    pytest.param('base', {}, 224, marks=SLOW),
+    pytest.param('base', dict(img_size=384, window_size=12), 384, marks=SLOW),
     ('tiny', {}, (160, 200)), ('tiny', {}, (97, 130)),
     ('base', dict(img_size=384, window_size=12), (200, 264)),
 ])

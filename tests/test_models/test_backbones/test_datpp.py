@@ -139,7 +139,8 @@ def test_fast_path_gives_same_numbers(how, monkeypatch):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize('arch,size', [('tiny', 224), ('tiny', (97, 130)), ('small', 224)])
+@pytest.mark.parametrize('arch,size', [('tiny', 224), ('tiny', (97, 130)),
+                                       pytest.param('small', 224, marks=pytest.mark.slow)])
 def test_forward_backward_reaches_offsets_and_tables(arch, size):
     torch.manual_seed(0)
     model = DATPlusPlus(arch, drop_path_rate=0.1).train()
