@@ -1,0 +1,58 @@
+"""torch.compile of DAT-T and DAT-T++: forward and backward each one graph (no graph breaks),
+with the eager numbers; the deformable blocks' checkpointed bias blocks included."""
+import pytest
+import torch
+from functorch.compile import make_boxed_func
+from torch._dynamo.backends.common import aot_autograd
+
+from dat.models import DAT, DATPlusPlus
+from dat.models.layers import fast_attention
+
+
+def counting_backend(graphs):
+    """aot_eager that records each forward ('fw') and backward ('bw') graph it is given."""
+    def compiler(kind):
+        def compile_graph(gm, example_inputs):
+            graphs.append(kind)
+            return make_boxed_func(gm.forward)
+        return compile_graph
+    return aot_autograd(fw_compiler=compiler('fw'), bw_compiler=compiler('bw'))
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('cls', [DAT, DATPlusPlus])
+def test_tiny_forward_and_backward_one_graph_each(fresh_dynamo, monkeypatch, cls):
+    """fullgraph=True fails on any graph break in the forward; AOTAutograd then traces the
+    whole backward as one graph. The bias threshold is lowered so that every D block runs
+    its bias in checkpointed blocks under compile too."""
+    monkeypatch.setattr(fast_attention, 'BIAS_BLOCK_THRESHOLD', 1000)
+    monkeypatch.setattr(fast_attention, 'BIAS_BLOCK_ELEMENTS', 700)
+    torch.manual_seed(0)
+    model = cls('tiny', img_size=224, drop_path_rate=0.0, attn_impl='sdpa').train()
+    x = torch.randn(1, 3, 64, 64)
+    weights = [torch.randn_like(o) for o in model(x)]
+
+    def step(module):
+        model.zero_grad(set_to_none=True)
+        loss = sum((o * w).sum() for o, w in zip(module(x), weights))
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                               if p.grad is not None}
+
+    eager_loss, eager_grads = step(model)
+    graphs = []
+    compiled = torch.compile(model, fullgraph=True, backend=counting_backend(graphs))
+    loss, grads = step(compiled)
+    assert graphs == ['fw', 'bw']
+    assert torch.allclose(loss, eager_loss, rtol=1e-5)
+    assert grads.keys() == eager_grads.keys() and len(grads) > 100
+    largest = max(g.abs().max() for g in eager_grads.values())
+    worst = max(((grads[n] - g).abs().max() / largest).item() for n, g in eager_grads.items())
+    assert worst < 1e-5, worst
