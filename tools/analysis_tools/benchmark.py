@@ -78,6 +78,9 @@ def parse_args(argv=None):
                         help='autocast dtype, or none for fp32 (default: bf16 on CUDA, none '
                         'on the CPU, where bf16 autocast is several times slower)')
     parser.add_argument('--compile', action='store_true', help='torch.compile the model')
+    parser.add_argument('--compile-backend', default='inductor',
+                        help="torch.compile's backend (default: inductor; e.g. eager for a "
+                        'quick check that the model traces)')
     parser.add_argument('--impl', choices=ATTENTION_IMPLS, default='auto',
                         help="attn_impl of every attention layer of the model (default: auto, "
                         "the model's own choice: each layer's best for the device)")
@@ -280,7 +283,7 @@ def run_all(args, emit):
         kinds = set(attention_kernels(model, args.device).values())
         resolved = '+'.join(sorted(kinds)) if kinds else impl
         if args.compile:
-            model = torch.compile(model)
+            model = torch.compile(model, backend=args.compile_backend)
         for mode in modes:
             runner = Runner(model, mode, args, classification=args.config is None)
             record = dict(mode=mode, model=name, impl=resolved, batch_size=args.batch_size,
