@@ -56,3 +56,24 @@ def test_tiny_forward_and_backward_one_graph_each(fresh_dynamo, monkeypatch, cls
     largest = max(g.abs().max() for g in eager_grads.values())
     worst = max(((grads[n] - g).abs().max() / largest).item() for n, g in eager_grads.items())
     assert worst < 1e-5, worst
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('family', ['dat', 'datpp'])
+def test_compiled_once_for_repeated_calls(fresh_dynamo, family):
+    """A fresh model compiled before any eager call compiles one graph for three training
+    calls: nothing that the compiled code guards on (the layers' resolved kernels, einops'
+    backend cache) changes during the first call."""
+    from mini_configs import DAT_ARCH_2X, DATPP_ARCH
+    from torch._dynamo.utils import counters
+    torch.manual_seed(0)
+    if family == 'dat':
+        model = DAT(DAT_ARCH_2X, img_size=64, window_size=[4, 4, 4, 2], attn_impl='sdpa')
+    else:
+        model = DATPlusPlus(dict(DATPP_ARCH, depths=[2, 2, 2, 2],
+                                 block_types=['ND', 'DN', 'ND', 'DD']), img_size=64)
+    compiled = torch.compile(model.train(), backend='eager')
+    before = counters['stats']['unique_graphs']
+    for _ in range(3):
+        sum(o.sum() for o in compiled(torch.randn(1, 3, 64, 64))).backward()
+    assert counters['stats']['unique_graphs'] - before == 1

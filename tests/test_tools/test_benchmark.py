@@ -45,10 +45,12 @@ def test_impl_sdpa_inference_bf16(bench, capsys):
     assert record['img_size'] == [64, 64]
 
 
+@pytest.mark.slow
 def test_model_datpp_compiled(bench, capsys):
-    """--model datpp builds DAT++; --compile runs it through torch.compile."""
+    """--model datpp builds DAT++; --compile runs it through torch.compile (its eager backend:
+    dynamo's tracing without inductor's code generation, minutes on the CPU)."""
     bench.main(['--model', 'datpp', '--arch', 'tiny', '--img-size', '64', '--mode', 'train',
-                '--compile'] + FAST)
+                '--compile', '--compile-backend', 'eager'] + FAST)
     (record, ) = json_lines(capsys.readouterr().out)
     assert (record['model'], record['impl'], record['compile']) == (
         'datpp-tiny', 'reference+sdpa', True)

@@ -70,6 +70,8 @@ def parse_args(argv=None):
     model.add_argument('--arch', choices=ARCHS, default=None,
                        help='DAT size with a linear head (default: tiny)')
     model.add_argument('--config', help='build the model of this config instead')
+    parser.add_argument('--model', choices=('dat', 'datpp'), default='dat',
+                        help='with --arch: DAT or DAT++ (default: dat)')
     parser.add_argument('--batch-size', type=int, default=None,
                         help='default: 128 on CUDA, 16 on the CPU')
     parser.add_argument('--img-size', type=int, nargs='+', default=[224],
