@@ -283,7 +283,8 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
         # Float32 query points: with the key positions they address table cells.
         queries = self.query_grid(height, width, torch.float32, q.device).reshape(-1, 2)
         rows = fast_attention.bias_row_block(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
-        if rows is None:
+        # Traced (ONNX export, any size), the blocks' layout would be that of the traced size.
+        if rows is None or torch.jit.is_tracing():
             return self._sdpa_rows(q, k, v, positions, queries)
         checkpointed = fast_attention.needs_grad(q, k, v, self.rpe_table, positions)
         blocks = []
