@@ -11,7 +11,7 @@ import pytest
 def test_smoke_mode_runs_every_part(repo_root, tmp_path):
     env = dict(os.environ, SMOKE='1', OUT=str(tmp_path))
     result = subprocess.run(['bash', 'tools/analysis_tools/gpu_checks.sh'], cwd=repo_root,
-                            env=env, capture_output=True, text=True, timeout=900)
+                            env=env, capture_output=True, text=True, timeout=1800)
     summary = (tmp_path / 'summary.txt').read_text().splitlines()
     assert result.returncode == 0, '\n'.join(summary) + result.stdout[-3000:]
     parts = [line.split(':')[0] for line in summary if line.startswith('part ')]
