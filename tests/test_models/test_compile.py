@@ -77,3 +77,27 @@ def test_compiled_once_for_repeated_calls(fresh_dynamo, family):
     for _ in range(3):
         sum(o.sum() for o in compiled(torch.randn(1, 3, 64, 64))).backward()
     assert counters['stats']['unique_graphs'] - before == 1
+
+
+def test_optimizer_step_of_our_constructor_compiles(fresh_dynamo):
+    """mmengine's compile=True compiles train_step, the optimizer's step included: the
+    parameter groups of NoDecayKeywordsConstructor are plain dicts (mmengine's ConfigDicts
+    stopped dynamo in AdamW.step), and the compiled step runs."""
+    from mini_configs import DAT_ARCH
+    from mmengine.config import ConfigDict
+
+    from dat.engine.optim import NoDecayKeywordsConstructor
+    torch.manual_seed(0)
+    model = DAT(DAT_ARCH, img_size=32, window_size=[4, 4, 2, 1])
+    constructor = NoDecayKeywordsConstructor(ConfigDict(
+        type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05)),
+        ConfigDict(norm_decay_mult=0.0))
+    wrapper = constructor(model)
+    groups = wrapper.optimizer.param_groups
+    assert len(groups) > 1 and {type(group) for group in groups} == {dict}
+    assert {group['weight_decay'] for group in groups} == {0.0, 0.05}
+    sum(o.sum() for o in model(torch.randn(1, 3, 32, 32))).backward()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    torch.compile(wrapper.optimizer.step, backend='eager')()
+    assert all(not torch.equal(p, before[n]) for n, p in model.named_parameters()
+               if p.grad is not None and p.grad.abs().max() > 0)
