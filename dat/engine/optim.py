@@ -42,4 +42,12 @@ class NoDecayKeywordsConstructor(DefaultOptimWrapperConstructor):
         custom_keys: Dict = {keyword: dict(decay_mult=0.0) for keyword in sorted(keywords)}
         custom_keys.update(self.paramwise_cfg.get('custom_keys', {}))
         self.paramwise_cfg = dict(self.paramwise_cfg, custom_keys=custom_keys)
-        return super().__call__(model)
+        wrapper = super().__call__(model)
+        # mmengine hands the optimizer its parameter groups as ConfigDicts; torch.compile
+        # cannot trace the optimizer's step over them (config `compile=True` compiles
+        # mmengine's train_step, step included: "InternalTorchDynamoError: AttributeError:
+        # 'UserDefinedDictVariable' object has no attribute 'items'" in AdamW.step, torch
+        # 2.14). Plain dicts, same contents, same list.
+        groups = wrapper.optimizer.param_groups
+        groups[:] = [dict(group) for group in groups]
+        return wrapper

@@ -13,10 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mini_configs import DAT_ARCH_2X as MINI
+from mini_configs import DATPP_ARCH
 
-from dat.models import DAT
-from dat.models.layers import (DeformableAttention, WindowAttention, fast_attention,
-                               set_attention_impl)
+from dat.models import DAT, DATPlusPlus
+from dat.models.layers import (DeformableAttention, DeformableAttentionPlusPlus, WindowAttention,
+                               fast_attention, set_attention_impl)
 from dat.models.layers.deformable_attention import reference_points
 
 RTOL = 1e-4
@@ -107,24 +108,177 @@ def test_backbone_train_mode_with_drop_path(size):
     assert_paths_agree(model, torch.randn(2, 3, *size))
 
 
-def test_flex_training_on_cpu_switches_to_sdpa_clearly():
-    """FlexAttention has no backward on the CPU: a 'flex' layer that needs gradients there
-    warns once and runs SDPA (the reference numbers) from then on."""
+def grads_close(actual, expected, noise=('k.bias', )):
+    """assert_close for each gradient; gradients that are zero in exact math (the key bias:
+    softmax ignores a constant per query) hold only rounding noise and are compared with
+    the largest gradient instead."""
+    largest = max(g.abs().max() for g in expected.values())
+    assert actual.keys() == expected.keys()
+    for name, grad in expected.items():
+        if name.endswith(noise):
+            err = ((actual[name] - grad).abs().max() / largest).item()
+            assert err <= RTOL, f'{name}: difference {err:.2e} of the largest gradient'
+        else:
+            assert_close(actual[name], grad, name)
+
+
+@pytest.fixture
+def no_warnings_given(monkeypatch):
+    """warn_once's memory starts empty and is put back afterwards."""
+    monkeypatch.setattr(fast_attention, '_warned', set())
+
+
+def test_flex_training_runs_sdpa_and_warns_once(monkeypatch, no_warnings_given):
+    """'flex' is for inference: a 'flex' layer that needs gradients warns once and runs the
+    SDPA path (not FlexAttention, whose position gradient is wrong at detection sizes),
+    with SDPA's outputs and gradients; without gradients it runs FlexAttention."""
     torch.manual_seed(0)
     attn = DeformableAttention(64, 4, 2, (16, 16), offset_kernel_size=5, attn_impl='flex').train()
+    with torch.no_grad():
+        attn.rpe_table.normal_()
     x = torch.randn(1, 16, 16, 64)  # 256 keys: FlexAttention's range
-    fast_attention._warned.clear()
-    with pytest.warns(UserWarning, match="attn_impl 'flex': FlexAttention has no backward on "
-                      'the CPU; the deformable attention layers where this happens use SDPA'):
-        out = attn(x)
-    assert attn.flex_guard.reason == 'FlexAttention has no backward on the CPU'
+    flex_calls = []
+    flex = fast_attention.deformable_flex_attention
+
+    def counted(*args, **kwargs):
+        flex_calls.append(1)
+        return flex(*args, **dict(kwargs, compiled=False))  # eager: forward-only on the CPU
+    monkeypatch.setattr(fast_attention, 'deformable_flex_attention', counted)
+    with pytest.warns(UserWarning) as caught:
+        out, grads = run(attn, 'flex', x)
+    assert [str(w.message) for w in caught] == [fast_attention.FLEX_TRAINING_WARNING]
+    assert "attn_impl 'flex' is for inference" in fast_attention.FLEX_TRAINING_WARNING
+    assert flex_calls == [] and attn.flex_guard.reason is None
     with warnings.catch_warnings():
         warnings.simplefilter('error')  # no second warning
-        again = attn(x)
-    set_attention_impl(attn, 'reference')
-    reference = attn(x)
-    assert_close(out, reference, 'output')
-    assert_close(again, reference, 'output')
+        again, _ = run(attn, 'flex', x)
+    sdpa_out, sdpa_grads = run(attn, 'sdpa', x)
+    assert torch.equal(out[0], sdpa_out[0]) and torch.equal(again[0], sdpa_out[0])
+    assert grads.keys() == sdpa_grads.keys()
+    assert all(torch.equal(grads[n], sdpa_grads[n]) for n in grads)
+    ref_out, ref_grads = run(attn, 'reference', x)
+    assert_close(out[0], ref_out[0], 'output')
+    grads_close(grads, ref_grads)
+
+    set_attention_impl(attn, 'flex')
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # eager FlexAttention asks for torch.compile
+        inferred = attn(x)
+    assert flex_calls == [1]
+    assert_close(inferred, ref_out[0], 'flex inference output')
+
+
+def test_flex_model_trains_with_sdpa(monkeypatch, no_warnings_given):
+    """A whole 'flex' model takes a training step with the SDPA path's numbers and says why."""
+    model, _ = mini_pair('flex')
+    model.train()
+    monkeypatch.setattr(fast_attention, 'deformable_flex_attention', None)  # must not run
+    x = torch.randn(1, 3, 256, 256)  # stage 3: 16 x 16 = 256 keys
+    with pytest.warns(UserWarning, match="attn_impl 'flex' is for inference: where gradients "
+                      'are needed the deformable attention layers run SDPA'):
+        flex_outs, flex_grads = run(model, 'flex', x)
+    sdpa_outs, sdpa_grads = run(model, 'sdpa', x)
+    assert all(torch.equal(a, b) for a, b in zip(flex_outs, sdpa_outs))
+    assert all(torch.equal(flex_grads[n], sdpa_grads[n]) for n in sdpa_grads)
+    assert len(flex_grads) == len(list(model.parameters()))
+
+
+@pytest.fixture
+def small_bias_blocks(monkeypatch):
+    """Bias blocks at test sizes: blocked past 1000 elements, about 700 per block."""
+    monkeypatch.setattr(fast_attention, 'BIAS_BLOCK_THRESHOLD', 1000)
+    monkeypatch.setattr(fast_attention, 'BIAS_BLOCK_ELEMENTS', 700)
+
+
+def test_bias_row_block():
+    assert fast_attention.BIAS_BLOCK_THRESHOLD == 2 ** 26
+    assert fast_attention.bias_row_block(4, 12, 196, 196) is None  # 1.8M elements
+    # DAT-T stage 2 at 896 px, batch 1: 12 heads x 3136 x 3136 = 118M elements
+    assert fast_attention.bias_row_block(1, 12, 3136, 3136) == 2 ** 24 // (12 * 3136) == 445
+    assert fast_attention.bias_row_block(64, 64, 8, 2 ** 20) == 1  # at least one row
+
+
+def saved_shapes(module, x):
+    """Forward and backward; the shape of every tensor autograd saves for the backward
+    outside checkpointed regions (torch.utils.checkpoint keeps none of its own)."""
+    shapes = []
+
+    def pack(tensor):
+        shapes.append(tuple(tensor.shape))
+        return tensor
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x).sum().backward()
+    return shapes
+
+
+@pytest.mark.parametrize('cls,stride', [(DeformableAttention, 1),
+                                        (DeformableAttentionPlusPlus, 2)])
+def test_blocked_checkpointed_bias_equals_reference(small_bias_blocks, monkeypatch, cls,
+                                                    stride):
+    """Past BIAS_BLOCK_THRESHOLD the SDPA path makes the bias in blocks of query rows, each
+    checkpointed in training: outputs and every gradient are the reference's, no tensor of
+    the bias's size is kept for the backward, and without gradients the blocks run plain.
+    DAT++'s D blocks take the same path."""
+    torch.manual_seed(0)
+    attn = cls(64, 4, 2, (8, 8), offset_kernel_size=5, offset_stride=stride).train()
+    with torch.no_grad():
+        attn.rpe_table.normal_()
+    x = torch.randn(2, 10, 13, 64)
+    keys = 10 * 13 if stride == 1 else 5 * 7
+    rows = fast_attention.bias_row_block(2, 4, 130, keys)
+    assert rows is not None and rows < 130
+
+    ref_out, ref_grads = run(attn, 'reference', x)
+    blocks = []
+    sdpa_rows = attn._sdpa_rows
+
+    def counted(q, *args):
+        blocks.append(q.shape[2])
+        return sdpa_rows(q, *args)
+    monkeypatch.setattr(attn, '_sdpa_rows', counted)
+    out, grads = run(attn, 'sdpa', x)
+    assert_close(out[0], ref_out[0], 'output')
+    grads_close(grads, ref_grads)
+    # each block twice: in the forward, then again in the backward (checkpoint)
+    n_blocks = -(-130 // rows)
+    assert blocks[:n_blocks] == [rows] * (n_blocks - 1) + [130 - rows * (n_blocks - 1)]
+    assert len(blocks) == 2 * n_blocks
+
+    def bias_like(shapes):  # (B, M, rows, keys): the bias, or the attention weights
+        return [s for s in shapes if len(s) == 4 and s[:2] == (2, 4) and s[3] == keys]
+    assert bias_like(saved_shapes(attn, x)) == []
+
+    blocks.clear()
+    with torch.no_grad():
+        assert_close(attn(x), ref_out[0], 'output without gradients')
+    assert len(blocks) == n_blocks
+    monkeypatch.setattr(fast_attention, 'BIAS_BLOCK_THRESHOLD', 2 ** 26)
+    assert (2, 4, 130, keys) in bias_like(saved_shapes(attn, x))  # one piece: stored
+
+
+@pytest.mark.parametrize('family', ['dat', 'datpp'])
+def test_backbones_with_blocked_bias(small_bias_blocks, family):
+    """Whole DAT and DAT++ (train mode, stochastic depth) with the bias in checkpointed
+    blocks in every D block: the reference's outputs and gradients."""
+    torch.manual_seed(0)
+    if family == 'dat':
+        model = DAT(MINI, img_size=64, window_size=[4, 4, 4, 2], drop_path_rate=0.3,
+                    out_indices=(0, 1, 2, 3))
+    else:
+        model = DATPlusPlus(dict(DATPP_ARCH, depths=[2, 2, 2, 2],
+                                 block_types=['ND', 'DN', 'ND', 'DD']),
+                            img_size=64, drop_path_rate=0.3, out_indices=(0, 1, 2, 3))
+    model.train()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith('rpe_table'):
+                param.normal_()
+    x = torch.randn(2, 3, 72, 93)
+    ref_outs, ref_grads = run(model, 'reference', x)
+    outs, grads = run(model, 'sdpa', x)
+    for i, (a, b) in enumerate(zip(outs, ref_outs)):
+        assert_close(a, b, f'output {i}')
+    grads_close(grads, ref_grads, noise=('attn.k.bias', ))
 
 
 def test_return_info_uses_reference():

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 FIELDS = {'mode', 'model', 'impl', 'batch_size', 'img_size', 'amp', 'compile', 'img_per_s',
-          'ms_per_iter', 'peak_mem_gib', 'rss_peak_gib', 'iters', 'warmup', 'device', 'torch'}
+          'ms_per_iter', 'peak_mem_gib', 'rss_peak_gib', 'iters', 'warmup', 'device', 'torch',
+          'first_step_s'}
 FAST = ['--device', 'cpu', '--batch-size', '1', '--iters', '1', '--warmup', '0',
         '--amp', 'none']
 
@@ -21,6 +22,7 @@ def json_lines(text):
     for record in records:
         assert set(record) == FIELDS
         assert record['img_per_s'] > 0 and record['ms_per_iter'] > 0
+        assert record['first_step_s'] > 0
         assert record['peak_mem_gib'] is None and record['rss_peak_gib'] > 0  # CPU
     return records
 
@@ -41,6 +43,17 @@ def test_impl_sdpa_inference_bf16(bench, capsys):
     (record, ) = json_lines(capsys.readouterr().out)
     assert (record['impl'], record['mode'], record['amp']) == ('sdpa', 'inference', 'bf16')
     assert record['img_size'] == [64, 64]
+
+
+@pytest.mark.slow
+def test_model_datpp_compiled(bench, capsys):
+    """--model datpp builds DAT++; --compile runs it through torch.compile (its eager backend:
+    dynamo's tracing without inductor's code generation, minutes on the CPU)."""
+    bench.main(['--model', 'datpp', '--arch', 'tiny', '--img-size', '64', '--mode', 'train',
+                '--compile', '--compile-backend', 'eager'] + FAST)
+    (record, ) = json_lines(capsys.readouterr().out)
+    assert (record['model'], record['impl'], record['compile']) == (
+        'datpp-tiny', 'reference+sdpa', True)
 
 
 def test_bad_arguments(bench, capsys):

@@ -33,3 +33,26 @@ def test_bad_model_is_named(capsys):
     assert exit_info.value.code == 2
     assert "model 'swin-tiny:sdpa': expected ARCH:IMPL with ARCH one of dat-tiny" in \
         capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_swin_control():
+    """timm's Swin of the same size, the control of issue 21's memory goal."""
+    out = subprocess.run([sys.executable, str(TOOL), 'swin-tiny:timm', '--img-size', '64'],
+                         capture_output=True, text=True, check=True)
+    (record, ) = [json.loads(line) for line in out.stdout.strip().splitlines()]
+    assert (record['model'], record['kernels'], record['img_size']) == (
+        'swin-tiny:timm', 'timm', 64)
+    assert record['step_growth_gib'] > 0
+
+
+@pytest.mark.parametrize('spec', ['swin-tiny:sdpa', 'dat-tiny:timm', 'swin-huge:timm'])
+def test_swin_only_as_timm(spec, capsys):
+    spec_ = importlib.util.spec_from_file_location('train_step_memory', TOOL)
+    tool = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(tool)
+    with pytest.raises(SystemExit):
+        tool.parse_args([spec])
+    assert f'model {spec!r}: expected ARCH:IMPL' in capsys.readouterr().err
+    assert tool.parse_args(['swin-base:timm', 'dat-tiny:sdpa']).models == [
+        'swin-base:timm', 'dat-tiny:sdpa']

@@ -6,16 +6,19 @@
         --amp bf16 --mode train
     # reference vs SDPA attention, and timm's Swin of the same size side by side
     python tools/analysis_tools/benchmark.py --arch tiny --impl reference --compare swin
+    # DAT-T++, compiled (the record's first_step_s is the first step, compilation included)
+    python tools/analysis_tools/benchmark.py --model datpp --arch tiny --compile
     # a model from a config (run in 'tensor' mode), with a profile of the top ops
     python tools/analysis_tools/benchmark.py --config configs/dat/dat-tiny_8xb128-amp_in1k.py \\
         --device cpu --batch-size 2 --iters 3 --profile
 
 A training step is forward, cross-entropy on random labels (for ``--config``: the sum of the
 means of the output tensors), backward and an AdamW step. Inference is a forward pass under
-``torch.no_grad()`` in eval mode. ``--arch`` builds the DAT backbone (position tables made for
-``--img-size``, stochastic depth of the ImageNet recipe: 0.2/0.3/0.5) with a mean-pool and
-linear 1000-class head; ``--compare swin`` builds timm's ``swin_{arch}_patch4_window7_224``
-(random weights, same ``--img-size`` and stochastic depth).
+``torch.no_grad()`` in eval mode. ``--arch`` builds the DAT backbone (``--model datpp``:
+DAT++; position tables made for ``--img-size``, stochastic depth of the ImageNet recipe:
+DAT 0.2/0.3/0.5, DAT++ 0.2/0.4/0.7) with a mean-pool and linear 1000-class head;
+``--compare swin`` builds timm's ``swin_{arch}_patch4_window7_224`` (random weights, same
+``--img-size``, DAT's stochastic depth).
 
 Defaults: on CUDA, batch 128, bf16 autocast, 20 timed iterations after 5 untimed ones; on
 the CPU, batch 16, fp32, 10 after 2, so that ``--arch tiny`` with the defaults (train, then
@@ -24,8 +27,9 @@ inference) takes about a minute on 2 cores.
 Each measurement prints one JSON line on stdout as soon as it is measured. ``peak_mem_gib`` is
 ``torch.cuda.max_memory_allocated`` during the timed iterations on CUDA, and null on the
 CPU, where ``rss_peak_gib`` (the process's peak resident memory so far, earlier
-measurements included) is given instead. ``--profile`` prints the top ops by self time
-(CUDA time on CUDA) on stderr, so stdout stays JSON lines.
+measurements included) is given instead. ``first_step_s`` is the first (untimed) iteration,
+which with ``--compile`` includes the compilation of forward and backward. ``--profile``
+prints the top ops by self time (CUDA time on CUDA) on stderr, so stdout stays JSON lines.
 """
 import argparse
 import contextlib
@@ -43,12 +47,14 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 
-from dat.models import DAT  # noqa: E402
+from dat.models import DAT, DATPlusPlus  # noqa: E402
 from dat.models.layers import ATTENTION_IMPLS, attention_kernels, set_attention_impl  # noqa: E402
 
 ARCHS = ('tiny', 'small', 'base')
 #: Stochastic depth of the ImageNet recipes of DAT and Swin, by size.
 DROP_PATH = dict(tiny=0.2, small=0.3, base=0.5)
+#: The same for DAT++ (configs/_base_/models/datpp-*.py).
+DROP_PATH_PP = dict(tiny=0.2, small=0.4, base=0.7)
 AMP_DTYPES = dict(bf16=torch.bfloat16, fp16=torch.float16, none=None)
 #: Defaults by device. On the CPU: fp32 and a few small iterations, so that the DAT-T run
 #: with the defaults (train, then inference) takes about a minute on 2 cores.
@@ -64,6 +70,8 @@ def parse_args(argv=None):
     model.add_argument('--arch', choices=ARCHS, default=None,
                        help='DAT size with a linear head (default: tiny)')
     model.add_argument('--config', help='build the model of this config instead')
+    parser.add_argument('--model', choices=('dat', 'datpp'), default='dat',
+                        help='with --arch: DAT or DAT++ (default: dat)')
     parser.add_argument('--batch-size', type=int, default=None,
                         help='default: 128 on CUDA, 16 on the CPU')
     parser.add_argument('--img-size', type=int, nargs='+', default=[224],
@@ -72,6 +80,9 @@ def parse_args(argv=None):
                         help='autocast dtype, or none for fp32 (default: bf16 on CUDA, none '
                         'on the CPU, where bf16 autocast is several times slower)')
     parser.add_argument('--compile', action='store_true', help='torch.compile the model')
+    parser.add_argument('--compile-backend', default='inductor',
+                        help="torch.compile's backend (default: inductor; e.g. eager for a "
+                        'quick check that the model traces)')
     parser.add_argument('--impl', choices=ATTENTION_IMPLS, default='auto',
                         help="attn_impl of every attention layer of the model (default: auto, "
                         "the model's own choice: each layer's best for the device)")
@@ -81,7 +92,8 @@ def parse_args(argv=None):
     parser.add_argument('--iters', type=int, default=None,
                         help='timed iterations (default: 20 on CUDA, 10 on the CPU)')
     parser.add_argument('--warmup', type=int, default=None,
-                        help='untimed iterations first (default: 5 on CUDA, 2 on the CPU)')
+                        help='untimed iterations first, at least 1 (its time is first_step_s; '
+                        'default: 5 on CUDA, 2 on the CPU)')
     parser.add_argument('--device', default=None,
                         help='cuda, cuda:1, cpu, ... (default: cuda if available)')
     parser.add_argument('--profile', action='store_true',
@@ -133,8 +145,12 @@ def build_models(args) -> List[Tuple[str, str, nn.Module]]:
     if args.config:
         name = os.path.splitext(os.path.basename(args.config))[0]
         return [(name, args.impl, build_from_config(args.config))]
-    dat = DAT(args.arch, img_size=args.img_size, drop_path_rate=DROP_PATH[args.arch])
-    models = [(f'dat-{args.arch}', args.impl, Classifier(dat, dat.num_features[-1]))]
+    if args.model == 'datpp':
+        dat = DATPlusPlus(args.arch, img_size=args.img_size,
+                          drop_path_rate=DROP_PATH_PP[args.arch])
+    else:
+        dat = DAT(args.arch, img_size=args.img_size, drop_path_rate=DROP_PATH[args.arch])
+    models = [(f'{args.model}-{args.arch}', args.impl, Classifier(dat, dat.num_features[-1]))]
     if args.compare == 'swin':
         import timm
         swin = timm.create_model(f'swin_{args.arch}_patch4_window7_224', pretrained=False,
@@ -196,7 +212,11 @@ def synchronize(device: torch.device):
 
 def measure(runner: Runner, args) -> Dict:
     device = args.device
-    for _ in range(args.warmup):
+    start = time.perf_counter()
+    runner.step()  # with --compile: compiles
+    synchronize(device)
+    first_step = time.perf_counter() - start
+    for _ in range(args.warmup - 1):
         runner.step()
     synchronize(device)
     if device.type == 'cuda':
@@ -207,7 +227,8 @@ def measure(runner: Runner, args) -> Dict:
     synchronize(device)
     seconds = time.perf_counter() - start
     result = dict(img_per_s=float(f'{args.batch_size * args.iters / seconds:.4g}'),
-                  ms_per_iter=float(f'{1000 * seconds / args.iters:.4g}'))
+                  ms_per_iter=float(f'{1000 * seconds / args.iters:.4g}'),
+                  first_step_s=round(first_step, 2))
     if device.type == 'cuda':
         result['peak_mem_gib'] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
     else:
@@ -264,7 +285,7 @@ def run_all(args, emit):
         kinds = set(attention_kernels(model, args.device).values())
         resolved = '+'.join(sorted(kinds)) if kinds else impl
         if args.compile:
-            model = torch.compile(model)
+            model = torch.compile(model, backend=args.compile_backend)
         for mode in modes:
             runner = Runner(model, mode, args, classification=args.config is None)
             record = dict(mode=mode, model=name, impl=resolved, batch_size=args.batch_size,

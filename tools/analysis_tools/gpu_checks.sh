@@ -1,109 +1,196 @@
 #!/usr/bin/env bash
-# The GPU part of docs/benchmarks.md in one go: fast-path tests, the sdpa/flex vs reference
-# check (FlexAttention forward and backward on the GPU), the benchmarks of the three goal
-# settings (+ timm Swin-T, + torch.compile) with profiles, and a multi-scale training run
-# (memory after 10 and 50 iterations at random detection sizes, sdpa and flex).
+# Issue 21's GPU run in one call: about 6 minutes on an H200, every part under its own time
+# limit so that the whole stays under 10 minutes (TOTAL_BUDGET, 560 s).
 #
-#   bash tools/analysis_tools/gpu_checks.sh [PART ...]   (default: all)
-#   PART: check | bench | bench224 | bench896 | multiscale | all
+#   bash tools/analysis_tools/gpu_checks.sh [PART ...]     (default: check bench profile compile)
+#   SMOKE=1 bash tools/analysis_tools/gpu_checks.sh        (the same parts, tiny, on the CPU,
+#                                                           budgets x5: BUDGET_SCALE)
+#   bash tools/analysis_tools/gpu_checks.sh wheels         (on a machine with PyPI: fill .whl/)
 #
-# check: about 5-8 minutes on an H100 (FlexAttention compiles); bench: about as long (two
-# torch.compile runs); multiscale: a few minutes (FlexAttention compiles a graph per token
-# bucket). Within one 10-minute device call, run them as separate calls, bench possibly as
-# bench224 + bench896.
+# Parts (budget in seconds; results under $OUT, default work_dirs/gpu_checks, as they come):
+#   env      (40, always)  env.txt: GPU, driver, versions; installs the wheels of .whl/ first
+#   check    (130) check.txt: tools/analysis_tools/check_fast_path.py, DAT-T at 224 and
+#                  800x1216, fp32 with TF32 off and bf16 autocast, 'sdpa' and 'flex' (flex:
+#                  training gives SDPA's numbers, inference runs FlexAttention), and the
+#                  FlexAttention kernel at 50x76 keys
+#   bench    (210) bench.jsonl (+ bench.err): issue 21's table, bf16, 20 timed iterations
+#                  after 5, each DAT beside timm's Swin of its size in the same process:
+#                  DAT-T train + inference @224 b128, DAT-T train @896 b4, DAT-S and DAT-B
+#                  train @224 b128, DAT-T++ train + inference @224 b128; then ratios.txt
+#   profile  (50)  profile.txt: the top 15 CUDA kernels of a DAT-T sdpa training step @224 b128
+#   compile  (130) compile.jsonl (+ compile.err): DAT-T sdpa under torch.compile, train @224
+#                  b128; first_step_s is the compile time (forward and backward)
+#   multiscale (120, only when named) multiscale.jsonl: 50 training iterations at detection
+#                  sizes, memory after 10 and 50
+# A part that runs past its budget is stopped; summary.txt says so and the next part runs.
+# Exit code 1 if the check fails or a part fails or is stopped.
 #
-# Writes to $OUT (default work_dirs/gpu_checks): env.txt, tests.txt, check_fast_path.txt,
-# bench.jsonl, bench.err, profile_224.txt, profile_896.txt, multiscale.jsonl,
-# multiscale.err; prints summary tables last.
-# If a folder .whl exists (wheels of packages the machine lacks, e.g. mmengine), they are
-# installed into /tmp/site first. Exit code 1 if a test, the check or a multi-scale run
-# fails (memory allocated after 50 iterations more than 10% above that after 10).
-# EXTRA_CHECK_ARGS / EXTRA_BENCH_ARGS / EXTRA_MULTISCALE_ARGS are appended to the check /
-# benchmark / multi-scale commands. A CPU smoke test of every part:
-#   OUT=/tmp/gpu_smoke EXTRA_CHECK_ARGS="--arch mini --sizes 64 --dtypes fp32" \
-#   EXTRA_BENCH_ARGS="--batch-size 1 --img-size 64 --iters 1 --warmup 0 --amp none" \
-#   EXTRA_MULTISCALE_ARGS="--device cpu --iters 3 --report-at 2 --scale 0.1 --batch-size 1 \
-#   --amp none" bash tools/analysis_tools/gpu_checks.sh all
+# The wheels: the GPU machine has torch, timm and einops but not mmengine (and what it
+# imports). They travel as the git-ignored folder .whl/ (the device tool's `carry`, about
+# 58 MB of the 64 MiB allowed, most of it opencv-python-headless, which is installed only
+# where cv2 does not import). Fill it on a machine with PyPI (for Python 3.12, x86_64):
+#   bash tools/analysis_tools/gpu_checks.sh wheels
+# then run, e.g. with the device tool: command 'bash tools/analysis_tools/gpu_checks.sh',
+# carry ['.whl'], timeout_s 600.
 set -uo pipefail
-PARTS=" ${*:-all} "
-want() {  # want PART...: whether one of the PARTs (or all) was asked for
-  for part in all "$@"; do [[ $PARTS == *" $part "* ]] && return 0; done
-  return 1
-}
+export PYTHON=${PYTHON:-python3}
+WHEELS=(mmengine==0.10.7 addict yapf termcolor platformdirs rich markdown-it-py mdurl pygments
+        opencv-python-headless)
+if [[ "${1:-}" == wheels ]]; then
+  "$PYTHON" -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+    --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .whl "${WHEELS[@]}"
+  exit $?
+fi
+PARTS=" ${*:-check bench profile compile} "
 OUT=${OUT:-work_dirs/gpu_checks}
+SMOKE=${SMOKE:-0}
+# Every budget times BUDGET_SCALE (SMOKE: 5 by default, a loaded CPU is slow).
+BUDGET_SCALE=${BUDGET_SCALE:-$((SMOKE ? 5 : 1))}
+TOTAL_BUDGET=${TOTAL_BUDGET:-$((560 * BUDGET_SCALE))}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-}
 status=0
+: > "$OUT/summary.txt"
+note() { echo "$*" | tee -a "$OUT/summary.txt"; }
+budget() {  # budget SECONDS: the part's limit (x BUDGET_SCALE), cut to what is left of
+  # TOTAL_BUDGET
+  local left=$((TOTAL_BUDGET - SECONDS)) want=$(($1 * BUDGET_SCALE))
+  (( left < want )) && echo $((left > 5 ? left : 5)) || echo "$want"
+}
+part() {  # part NAME SECONDS OUT ERR COMMAND...: COMMAND under its budget, stdout appended
+  # to OUT and stderr to ERR (ERR '-': to OUT too); notes the outcome in summary.txt
+  local name=$1 limit rc start=$SECONDS out=$3 err=$4
+  limit=$(budget "$2"); shift 4
+  if declare -F "$1" > /dev/null; then  # a function of this script: in a bash of its own
+    set -- bash -c "$(declare -f "$1"); $1"
+  fi
+  if [[ $err == - ]]; then
+    timeout --kill-after=10 "$limit" "$@" >> "$out" 2>&1
+  else
+    timeout --kill-after=10 "$limit" "$@" >> "$out" 2>> "$err"
+  fi
+  rc=$?
+  if (( rc == 124 || rc == 137 )); then
+    note "part $name: stopped at its budget of ${limit}s"; status=1
+  elif (( rc != 0 )); then
+    note "part $name: failed (exit $rc) after $((SECONDS - start))s"; status=1
+  else
+    note "part $name: done in $((SECONDS - start))s"
+  fi
+}
 
-{
+install_wheels() {
+  [ -d .whl ] || { echo "no .whl folder: using what is installed"; return 0; }
+  local wheels=()
+  for wheel in .whl/*.whl; do
+    if [[ $wheel == *opencv* ]] && "$PYTHON" -c 'import cv2' 2>/dev/null; then continue; fi
+    wheels+=("$wheel")
+  done
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site "${wheels[@]}"
+}
+env_report() {
   date -u
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-  python3 -c 'import torch, timm, sys; print("python", sys.version.split()[0], "torch",
-torch.__version__, "cuda", torch.version.cuda, "timm", timm.__version__)'
-  nproc
-} 2>&1 | tee "$OUT/env.txt"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null \
+    || echo "no nvidia-smi"
+  "$PYTHON" -c 'import sys, torch, timm, mmengine; print("python", sys.version.split()[0],
+"torch", torch.__version__, "cuda", torch.version.cuda, "timm", timm.__version__,
+"mmengine", mmengine.__version__); import dat.models'
+  echo "cpus $(nproc)"
+}
+if (( SMOKE )); then
+  note "SMOKE=1: tiny settings on the CPU (a test of this script, not a measurement)"
+else
+  part wheels 30 "$OUT/wheels.txt" - install_wheels
+fi
+[ -d /tmp/site ] && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+export PYTHONPATH=$PWD:${PYTHONPATH:-}
+: > "$OUT/env.txt"
+part env 10 "$OUT/env.txt" - env_report
+cat "$OUT/env.txt"
+
+if (( SMOKE )); then
+  CHECK=(--device cpu --arch mini --sizes 64 --dtypes fp32 --batch-size 1)
+  SETTINGS=(--device cpu --iters 1 --warmup 1 --amp none)
+  B224=(--batch-size 1 --img-size 64)
+  B896=(--batch-size 1 --img-size 96)
+  COMPILE=(--compile-backend eager)
+  PROFILE=(--device cpu --amp none --iters 1 --warmup 1)
+else
+  CHECK=(--sizes 224 800x1216 --kernel-sizes 50x76)
+  SETTINGS=(--amp bf16 --iters 20 --warmup 5)
+  B224=(--batch-size 128)
+  B896=(--batch-size 4 --img-size 896)
+  COMPILE=()
+  PROFILE=(--amp bf16 --iters 3 --warmup 2)
+fi
+want() { [[ $PARTS == *" $1 "* ]]; }
 
 if want check; then
-  python3 -m pytest -q -p no:cacheprovider tests/test_models/test_fast_path.py \
-    tests/test_models/test_size_caches.py 2>&1 \
-    | tail -5 | tee "$OUT/tests.txt"
-  grep -q ' passed' "$OUT/tests.txt" && ! grep -q 'failed' "$OUT/tests.txt" || status=1
-  python3 tools/analysis_tools/check_fast_path.py --quiet ${EXTRA_CHECK_ARGS:-} 2>&1 \
-    | tee "$OUT/check_fast_path.txt" | grep -E '^==|->|FlexAttention [0-9]|ALL OK|FAILED'
-  grep -q '^ALL OK' "$OUT/check_fast_path.txt" || status=1
+  : > "$OUT/check.txt"
+  part check 130 "$OUT/check.txt" - "$PYTHON" tools/analysis_tools/check_fast_path.py \
+    --quiet "${CHECK[@]}"
+  grep -E '^TF32|^==|->|FlexAttention [0-9]|ALL OK|FAILED' "$OUT/check.txt"
+  grep -q '^ALL OK' "$OUT/check.txt" || { note "check: FAILED (check.txt)"; status=1; }
 fi
 
-B="python3 tools/analysis_tools/benchmark.py --arch tiny --amp bf16"
-bench() {  # one benchmark command, JSON lines to bench.jsonl
-  echo "== $B $*" >> "$OUT/bench.err"
-  $B "$@" ${EXTRA_BENCH_ARGS:-} 2>> "$OUT/bench.err" | tee -a "$OUT/bench.jsonl"
+BENCH="$PYTHON tools/analysis_tools/benchmark.py"
+bench() {  # bench NAME SECONDS ARGS...: one benchmark command, JSON lines to bench.jsonl
+  local name=$1 seconds=$2; shift 2
+  echo "== $BENCH $* ${SETTINGS[*]}" >> "$OUT/bench.err"
+  part "$name" "$seconds" "$OUT/bench.jsonl" "$OUT/bench.err" $BENCH "$@" "${SETTINGS[@]}"
 }
-if want bench bench224 bench896; then : > "$OUT/bench.jsonl"; : > "$OUT/bench.err"; fi
-# At 224 px no deformable block has enough keys for FlexAttention: flex runs as sdpa there.
-if want bench bench224; then
-  bench --impl reference --batch-size 128 --compare swin
-  bench --impl sdpa --batch-size 128
-  bench --impl sdpa --batch-size 128 --compile
-  $B --impl sdpa --batch-size 128 --mode train --iters 5 --profile ${EXTRA_BENCH_ARGS:-} \
-    > /dev/null 2> "$OUT/profile_224.txt"
+if want bench; then
+  : > "$OUT/bench.jsonl"; : > "$OUT/bench.err"
+  bench bench-t224 50 --arch tiny --impl sdpa --compare swin "${B224[@]}"
+  bench bench-t896 40 --arch tiny --impl sdpa --compare swin --mode train "${B896[@]}"
+  bench bench-s224 40 --arch small --impl sdpa --compare swin --mode train "${B224[@]}"
+  bench bench-b224 45 --arch base --impl sdpa --compare swin --mode train "${B224[@]}"
+  bench bench-tpp224 35 --model datpp --arch tiny --impl sdpa "${B224[@]}"
+  "$PYTHON" - "$OUT/bench.jsonl" > "$OUT/ratios.txt" <<'EOF'
+import json, sys
+records = [json.loads(line) for line in open(sys.argv[1]) if line.startswith('{')]
+print(f'{"model":18s} {"impl":6s} {"mode":9s} {"batch":>5s} {"size":>9s} {"img/s":>9s} '
+      f'{"peak GiB":>8s} {"first step s":>12s}')
+for r in records:
+    print(f'{r["model"]:18s} {r["impl"]:6s} {r["mode"]:9s} {r["batch_size"]:5d} '
+          f'{"x".join(map(str, r["img_size"])):>9s} {r["img_per_s"]:9.1f} '
+          f'{r["peak_mem_gib"] or float("nan"):8.2f} {r["first_step_s"]:12.1f}')
+key = lambda r: (r['mode'], r['batch_size'], tuple(r['img_size']))
+print('\nratios (speed: img/s over img/s; memory: peak over peak):')
+for r in records:
+    family, arch = r['model'].split()[0].split('-')
+    controls = {'dat': f'swin-{arch} (timm)', 'datpp': f'dat-{arch}'}
+    if family not in controls:
+        continue
+    for c in records:
+        if c['model'] == controls[family] and key(c) == key(r) and c['impl'] in ('timm', r['impl']):
+            mem = (f', memory {r["peak_mem_gib"] / c["peak_mem_gib"]:.2f}x'
+                   if r['peak_mem_gib'] and c['peak_mem_gib'] else '')
+            print(f'  {r["model"]} vs {c["model"]}, {r["mode"]} b{r["batch_size"]} '
+                  f'@{"x".join(map(str, r["img_size"]))}: speed '
+                  f'{r["img_per_s"] / c["img_per_s"]:.2f}x{mem}')
+EOF
+  cat "$OUT/ratios.txt"
 fi
-if want bench bench896; then
-  bench --impl reference --batch-size 4 --img-size 896 --mode train --compare swin
-  bench --impl sdpa --batch-size 4 --img-size 896 --mode train
-  bench --impl flex --batch-size 4 --img-size 896 --mode train
-  bench --impl flex --batch-size 4 --img-size 896 --mode train --compile
-  $B --impl flex --batch-size 4 --img-size 896 --mode train --iters 5 --profile \
-    ${EXTRA_BENCH_ARGS:-} > /dev/null 2> "$OUT/profile_896.txt"
+if want profile; then
+  : > "$OUT/profile.txt"
+  part profile 50 /dev/null "$OUT/profile.txt" $BENCH --arch tiny --impl sdpa --mode train \
+    "${B224[@]}" "${PROFILE[@]}" --profile --profile-rows 15
+  grep -A 22 '^== profile' "$OUT/profile.txt" | head -24
+fi
+if want compile; then
+  echo "== $BENCH --arch tiny --impl sdpa --mode train --compile" > "$OUT/compile.err"
+  : > "$OUT/compile.jsonl"
+  part compile 130 "$OUT/compile.jsonl" "$OUT/compile.err" $BENCH --arch tiny --impl sdpa \
+    --mode train --compile "${COMPILE[@]}" "${B224[@]}" "${SETTINGS[@]}"
+  cat "$OUT/compile.jsonl"
 fi
 if want multiscale; then
-  : > "$OUT/multiscale.jsonl"; : > "$OUT/multiscale.err"
-  for impl in auto flex; do  # auto: sdpa on CUDA
-    M="python3 tools/analysis_tools/multiscale_check.py --impl $impl"
-    echo "== $M ${EXTRA_MULTISCALE_ARGS:-}" >> "$OUT/multiscale.err"
-    $M ${EXTRA_MULTISCALE_ARGS:-} 2>> "$OUT/multiscale.err" | tee -a "$OUT/multiscale.jsonl" \
-      || status=1
-  done
+  : > "$OUT/multiscale.jsonl"
+  part multiscale 120 "$OUT/multiscale.jsonl" "$OUT/multiscale.err" "$PYTHON" \
+    tools/analysis_tools/multiscale_check.py --impl auto ${EXTRA_MULTISCALE_ARGS:-}
+  cat "$OUT/multiscale.jsonl"
 fi
-if [ -s "$OUT/bench.jsonl" ]; then
-  python3 - "$OUT/bench.jsonl" <<'EOF'
-import json, sys
-print(f'\n{"model":18s} {"impl":9s} {"compile":7s} {"mode":9s} {"batch":>5s} {"size":>9s} '
-      f'{"img/s":>9s} {"peak GiB":>8s}')
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    print(f'{r["model"]:18s} {r["impl"]:9s} {str(r["compile"]):7s} {r["mode"]:9s} '
-          f'{r["batch_size"]:5d} {"x".join(map(str, r["img_size"])):>9s} '
-          f'{r["img_per_s"]:9.1f} {r["peak_mem_gib"] or float("nan"):8.2f}')
-EOF
-fi
-if [ -s "$OUT/multiscale.jsonl" ]; then
-  python3 tools/analysis_tools/multiscale_check.py --summarize "$OUT/multiscale.jsonl"
-fi
-echo "status: $status"
+note "total: ${SECONDS}s; status: $status"
 exit $status

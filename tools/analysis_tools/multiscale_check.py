@@ -3,7 +3,8 @@ input sizes, as a detector's multi-scale pipeline feeds it.
 
     # on a GPU: DAT-T, 50 training iterations of batch 2 at random detection sizes, bf16
     python tools/analysis_tools/multiscale_check.py
-    python tools/analysis_tools/multiscale_check.py --impl flex     # FlexAttention (opt-in)
+    python tools/analysis_tools/multiscale_check.py --impl flex --mode inference  # FlexAttention
+    # (with --mode train, 'flex' layers run SDPA: FlexAttention is for inference)
     # on the CPU: count FlexAttention compilations over 20 sizes (forward only)
     python tools/analysis_tools/multiscale_check.py --device cpu --mode inference \\
         --impl flex --iters 20 --batch-size 1 --amp none

@@ -2,10 +2,14 @@
 
     # DAT-T++ beside DAT-T at 896 px, batch 1, each with the kernels given
     python tools/analysis_tools/train_step_memory.py dat-tiny:sdpa datpp-tiny:auto
+    # DAT-T beside timm's Swin-T (the control of issue 21's memory goal)
+    python tools/analysis_tools/train_step_memory.py swin-tiny:timm dat-tiny:sdpa
 
-Each model (``ARCH:IMPL``, ARCH ``dat-tiny|small|base`` or ``datpp-tiny|small|base``, IMPL an
-``attn_impl``) runs in a fresh process: a classifier (the backbone, a mean pool, a linear
-1000-class head, the ImageNet recipe's stochastic depth) takes one training step (forward,
+Each model (``ARCH:IMPL``, ARCH ``dat-tiny|small|base`` or ``datpp-tiny|small|base`` with IMPL
+an ``attn_impl``, or ``swin-tiny|small|base:timm`` for timm's
+``swin_{size}_patch4_window7_224`` at the same image size) runs in a fresh process: a
+classifier (the backbone, a mean pool, a linear 1000-class head, the ImageNet recipe's
+stochastic depth; Swin: timm's own head) takes one training step (forward,
 cross-entropy, backward, AdamW step) to allocate its gradients and optimizer state, then a
 second one under measurement. The growth is the process's peak resident memory during the
 second step (``VmHWM``, reset through ``/proc/self/clear_refs``) minus its resident memory
@@ -40,9 +44,11 @@ def parse_args(argv=None):
     for spec in args.models:
         family, _, rest = spec.partition('-')
         arch, _, impl = rest.partition(':')
-        if family not in ('dat', 'datpp') or arch not in DROP_PATH or not impl:
+        if family not in ('dat', 'datpp', 'swin') or arch not in DROP_PATH or not impl \
+                or (family == 'swin') != (impl == 'timm'):
             parser.error(f'model {spec!r}: expected ARCH:IMPL with ARCH one of dat-tiny, '
-                         f'dat-small, dat-base, datpp-tiny, datpp-small, datpp-base')
+                         f'dat-small, dat-base, datpp-tiny, datpp-small, datpp-base, or '
+                         f'swin-tiny:timm, swin-small:timm, swin-base:timm')
     return args
 
 
@@ -66,17 +72,27 @@ def measure(spec: str, img_size: int, batch_size: int) -> dict:
     family, _, rest = spec.partition('-')
     arch, _, impl = rest.partition(':')
     torch.manual_seed(0)
-    cls = DATPlusPlus if family == 'datpp' else DAT
-    backbone = cls(arch, img_size=img_size, drop_path_rate=DROP_PATH[arch], attn_impl=impl)
-    head = nn.Linear(backbone.num_features[-1], 1000)
-    model = nn.ModuleDict(dict(backbone=backbone, head=head)).train()
+    if family == 'swin':
+        import timm
+        model = timm.create_model(f'swin_{arch}_patch4_window7_224', pretrained=False,
+                                  img_size=img_size, drop_path_rate=DROP_PATH[arch]).train()
+        forward = model
+        kernels = ['timm']
+    else:
+        cls = DATPlusPlus if family == 'datpp' else DAT
+        backbone = cls(arch, img_size=img_size, drop_path_rate=DROP_PATH[arch], attn_impl=impl)
+        head = nn.Linear(backbone.num_features[-1], 1000)
+        model = nn.ModuleDict(dict(backbone=backbone, head=head)).train()
+        kernels = sorted(set(attention_kernels(backbone).values()))
+
+        def forward(x):
+            return head(backbone(x)[-1].mean((2, 3)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch_size, 3, img_size, img_size)
     labels = torch.randint(0, 1000, (batch_size, ))
 
     def step():
-        logits = head(backbone(x)[-1].mean((2, 3)))
-        F.cross_entropy(logits, labels).backward()
+        F.cross_entropy(forward(x), labels).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=False)
 
@@ -88,7 +104,6 @@ def measure(spec: str, img_size: int, batch_size: int) -> dict:
     step()
     seconds = time.perf_counter() - start
     growth = memory_kib('VmHWM') - before
-    kernels = sorted(set(attention_kernels(backbone).values()))
     return dict(model=spec, kernels='+'.join(kernels), img_size=img_size,
                 batch_size=batch_size, step_growth_gib=round(growth / 2**20, 3),
                 rss_before_gib=round(before / 2**20, 3), step_seconds=round(seconds, 1),

@@ -20,6 +20,7 @@ import weakref
 from collections import OrderedDict
 from typing import Callable, Dict, Hashable, Mapping, Union
 
+import einops
 import torch
 import torch.nn as nn
 
@@ -28,10 +29,19 @@ import torch.nn as nn
 #: ``'reference'``: plain PyTorch (matmul, softmax, matmul), the numbers of the releases.
 #: ``'sdpa'``: ``F.scaled_dot_product_attention`` with the position bias (and masks)
 #: materialised as its ``attn_mask``.
-#: ``'flex'``: FlexAttention in the layers that have a FlexAttention kernel (DAT's deformable
-#: blocks with many keys; opt-in, not yet verified on a GPU, see
-#: :mod:`dat.models.layers.fast_attention`), SDPA in the others.
+#: ``'flex'``: for inference, FlexAttention in the layers that have a FlexAttention kernel
+#: (DAT's deformable blocks with many keys, when no gradient is needed: its position gradient
+#: was wrong at detection sizes on an H200, so with gradients they run SDPA and warn once;
+#: see :mod:`dat.models.layers.fast_attention`), SDPA in the others.
 ATTENTION_IMPLS = ('auto', 'reference', 'sdpa', 'flex')
+
+# einops finds its backend for each tensor type (Tensor, Parameter) at its first call and
+# caches it; under torch.compile that first call fills the cache and dynamo guards on its
+# size, so a compiled model's second call would compile everything again (seen with
+# TORCH_LOGS=recompiles). Fill it for both types now.
+for _tensor in (torch.zeros(1), nn.Parameter(torch.zeros(1))):
+    einops.rearrange(_tensor, 'a -> a')
+del _tensor
 
 
 def check_attention_impl(impl: str) -> str:
@@ -74,7 +84,11 @@ class AttentionImplMixin:
             impl = self.attn_impl
             if impl == 'auto':
                 impl = self.auto_kernels.get(device_type, 'reference')
-            kernel = self._kernels[device_type] = self.attn_kernels[impl]
+            kernel = self.attn_kernels[impl]
+            # Not stored while torch.compile traces: the compiled code guards on this dict,
+            # and filling it during the first compiled call would recompile the second.
+            if not torch.compiler.is_compiling():
+                self._kernels[device_type] = kernel
         return kernel
 
 

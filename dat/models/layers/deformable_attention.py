@@ -31,10 +31,11 @@ with those methods replaced.
 
 ``attn_impl`` (see :mod:`dat.models.layers.common`): ``'reference'`` is the plain PyTorch
 code below. ``'sdpa'`` runs step 6 with ``F.scaled_dot_product_attention``, the sampled bias
-of step 5 as its mask. ``'flex'`` (opt-in, not yet verified on a GPU) samples the table
-inside a FlexAttention kernel when there are many keys, so the (B, M, HW, Ns) bias is never
-stored; where FlexAttention cannot run, the layer switches to SDPA with a warning. See
-:mod:`dat.models.layers.fast_attention`.
+of step 5 as its mask (made in blocks of query rows, checkpointed in training, once it would
+be large). ``'flex'`` is for inference: it samples the table inside a FlexAttention kernel
+when there are many keys, so the (B, M, HW, Ns) bias is never stored; where gradients are
+needed (its position gradient is wrong at detection sizes) or FlexAttention cannot run, the
+layer runs SDPA with a warning. See :mod:`dat.models.layers.fast_attention`.
 """
 from typing import Dict, Tuple
 
@@ -44,6 +45,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from mmengine.logging import MMLogger
 from timm.layers import LayerNorm2d, trunc_normal_
+from torch.utils.checkpoint import checkpoint
 
 from . import fast_attention
 from .common import AttentionImplMixin
@@ -71,10 +73,15 @@ def resize_rpe_table(table: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor
 
 def sample_position_bias(table: torch.Tensor, queries: torch.Tensor,
                          positions: torch.Tensor) -> torch.Tensor:
-    """Step 5: the (B, M, H*W, Ns) bias sampled from the (M, Th, Tw) table at half the
-    displacements between the (H, W, 2) query grid and the (B, G, Hk, Wk, 2) key
-    positions (Ns = Hk * Wk)."""
-    displacement = (rearrange(queries, 'h w yx -> 1 1 (h w) 1 yx') -
+    """Step 5: the (B, M, Nq, Ns) bias sampled from the (M, Th, Tw) table at half the
+    displacements between the query points ``queries`` ((H, W, 2) with Nq = H * W, or
+    (Nq, 2), e.g. some rows of that grid) and the (B, G, Hk, Wk, 2) key positions
+    (Ns = Hk * Wk).
+
+    The grid stays in the positions' dtype (float32: it addresses table cells); the bias is
+    in that dtype too, and a caller under autocast casts it (or a block of it) to the
+    attention's dtype."""
+    displacement = (queries.reshape(1, 1, -1, 1, 2) -
                     rearrange(positions, 'b g hk wk yx -> b g 1 (hk wk) yx')) * 0.5
     # The batch is folded into the sampling grid, so the table is never copied per image.
     grid = rearrange(displacement.flip(-1), 'b g q k xy -> g (b q) k xy')
@@ -253,14 +260,44 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
                         flex: bool) -> torch.Tensor:
         """Step 6 with fused kernels: (B, M, HW, d) -> (B, M, HW, d)."""
         if flex and self.supports_flex and height * width >= fast_attention.FLEX_MIN_KEYS:
-            keys = rearrange(positions, 'b g hk wk yx -> b g (hk wk) yx')
-            queries = self.query_grid(height, width, torch.float32, q.device).reshape(-1, 2)
-            out = self.flex_guard(lambda: fast_attention.deformable_flex_attention(
-                q, k, v, self.rpe_table, keys, queries, self.scale),
-                q, k, v, self.rpe_table, keys)
-            if out is not None:
-                return out
-        bias = self.position_bias(positions, height, width)
+            if fast_attention.needs_grad(q, k, v, self.rpe_table, positions):
+                # FlexAttention is for inference (its position gradient is wrong at
+                # detection sizes): training runs the SDPA path below.
+                fast_attention.warn_once(fast_attention.FLEX_TRAINING_WARNING)
+            else:
+                keys = rearrange(positions, 'b g hk wk yx -> b g (hk wk) yx')
+                queries = self.query_grid(height, width, torch.float32,
+                                          q.device).reshape(-1, 2)
+                out = self.flex_guard(lambda: fast_attention.deformable_flex_attention(
+                    q, k, v, self.rpe_table, keys, queries, self.scale),
+                    q, k, v, self.rpe_table, keys)
+                if out is not None:
+                    return out
+        return self._sdpa(q, k, v, positions, height, width)
+
+    def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              positions: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Steps 5-6 with SDPA, the bias of step 5 as its mask: in one piece, or in blocks of
+        query rows (:func:`.fast_attention.bias_row_block`), each checkpointed when gradients
+        are needed, so that no (B, M, HW, Ns) bias is materialised at detection sizes."""
+        # Float32 query points: with the key positions they address table cells.
+        queries = self.query_grid(height, width, torch.float32, q.device).reshape(-1, 2)
+        rows = fast_attention.bias_row_block(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+        # Traced (ONNX export, any size), the blocks' layout would be that of the traced size.
+        if rows is None or torch.jit.is_tracing():
+            return self._sdpa_rows(q, k, v, positions, queries)
+        checkpointed = fast_attention.needs_grad(q, k, v, self.rpe_table, positions)
+        blocks = []
+        for start in range(0, q.shape[2], rows):
+            args = (q[:, :, start:start + rows], k, v, positions, queries[start:start + rows])
+            blocks.append(checkpoint(self._sdpa_rows, *args, use_reentrant=False)
+                          if checkpointed else self._sdpa_rows(*args))
+        return torch.cat(blocks, dim=2)
+
+    def _sdpa_rows(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   positions: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """SDPA for the queries ``q`` (B, M, n, d) at the points ``queries`` (n, 2)."""
+        bias = sample_position_bias(self.rpe_table, queries, positions)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
                                               scale=self.scale)
 

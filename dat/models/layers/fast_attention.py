@@ -1,26 +1,35 @@
 """Fused attention kernels for the ``'sdpa'`` and ``'flex'`` kinds of ``attn_impl``.
 
-The layers call these when :func:`dat.models.layers.resolve_attention_impl` says so; the
-plain PyTorch code in the layers stays the reference, and
-``tests/test_models/test_fast_path.py`` checks that both give the same numbers.
+The layers call these when their resolved kernel (:meth:`.common.AttentionImplMixin.kernel`)
+says so; the plain PyTorch code in the layers stays the reference, and
+``tests/test_models/test_fast_path.py`` checks that both give the same numbers, forward and
+backward.
 
 - ``'sdpa'`` (the default on CUDA): ``F.scaled_dot_product_attention`` with the position
   bias (plus the window mask) as a float ``attn_mask``, in every block. The attention
-  weights are not stored for the backward pass.
-- ``'flex'`` (opt-in; **not yet verified on a GPU**, see ``docs/benchmarks.md``): as
-  ``'sdpa'``, except in deformable blocks with ``>= FLEX_MIN_KEYS`` keys, which use
-  FlexAttention with the bilinear sampling of the position table (step 5 of
-  :mod:`dat.models.layers.deformable_attention`) inside the score function, so the
-  (B, heads, queries, keys) bias is never materialised. Its gradients reach q, k, v, the
-  table and the sampling positions (and so the offsets).
+  weights are not stored for the backward pass. In the deformable blocks the sampled bias
+  would be a (B, heads, queries, keys) tensor; past :data:`BIAS_BLOCK_THRESHOLD` elements it
+  is made and used in blocks of query rows (:func:`bias_row_block`), and when gradients are
+  needed each block runs under ``torch.utils.checkpoint``, so no bias is stored for the
+  backward either (it is sampled again there, block by block).
+- ``'flex'`` (inference): as ``'sdpa'``, except in DAT's deformable blocks with
+  ``>= FLEX_MIN_KEYS`` keys when no gradient is needed: those use FlexAttention with the
+  bilinear sampling of the position table (step 5 of
+  :mod:`dat.models.layers.deformable_attention`) inside the score function, so the bias is
+  never materialised. **Not for training**: on an H200 (torch 2.11, fp32, TF32 off) its
+  gradient of the sampling positions was 4.2e-2 off at 50 x 76 keys (right at 7 x 7 and
+  16 x 17; outputs and the other gradients right to ~3e-5), so it would train the offsets
+  wrongly at detection sizes, and it was 3.4x slower than SDPA end to end there. A ``'flex'``
+  layer that needs gradients runs the ``'sdpa'`` path instead and warns once
+  (:data:`FLEX_TRAINING_WARNING`).
 
 FlexAttention is compiled per shape. To keep the number of compilations bounded over the
-many input sizes of multi-scale training, the token count is padded up to a power of two
+many input sizes of multi-scale inference, the token count is padded up to a power of two
 (:func:`flex_bucket`) and a block mask skips the padded key blocks (and padded query
 blocks), so padding costs no compute in whole blocks and nothing in the result. Each layer
 calls it through a :class:`FlexGuard`: when FlexAttention cannot run (no FlexAttention in
-this torch, no backward on the CPU), fails to compile, or hits :data:`FLEX_RECOMPILE_LIMIT`,
-that layer switches to SDPA for the rest of the run and one warning says why.
+this torch), fails to compile, or hits :data:`FLEX_RECOMPILE_LIMIT`, that layer switches to
+SDPA for the rest of the run and one warning says why.
 """
 import warnings
 from typing import Callable, Optional
@@ -48,6 +57,18 @@ FLEX_RECOMPILE_LIMIT = 32
 #: SDPA's memory-efficient kernel wants the mask's rows aligned to this many elements;
 #: masks are padded so it does not copy a broadcast mask to full size.
 MASK_ALIGN = 16
+#: A deformable block's SDPA path makes its sampled position bias in blocks of query rows
+#: once the whole bias would have more than this many elements (B * heads * queries * keys;
+#: 2**26 is 256 MiB in fp32), and with gradients runs each block under
+#: ``torch.utils.checkpoint``. Module-level, so a test can lower it.
+BIAS_BLOCK_THRESHOLD = 2 ** 26
+#: About this many bias elements per block (64 MiB in fp32).
+BIAS_BLOCK_ELEMENTS = 2 ** 24
+#: What a ``'flex'`` deformable layer says (once) when it needs gradients.
+FLEX_TRAINING_WARNING = (
+    "attn_impl 'flex' is for inference: where gradients are needed the deformable attention "
+    'layers run SDPA (FlexAttention\'s gradient of the sampling positions was 4.2e-2 off at '
+    '3800 keys on an H200; see dat.models.layers.fast_attention)')
 
 _compiled_flex: Optional[Callable] = None
 _warned = set()
@@ -66,6 +87,19 @@ def aligned_mask(mask: torch.Tensor) -> torch.Tensor:
     if n % MASK_ALIGN == 0:
         return mask
     return F.pad(mask, (0, MASK_ALIGN - n % MASK_ALIGN))[..., :n]
+
+
+def bias_row_block(batch: int, heads: int, queries: int, keys: int) -> Optional[int]:
+    """Query rows per block of the sampled position bias, or None for one piece (a bias of at
+    most :data:`BIAS_BLOCK_THRESHOLD` elements)."""
+    if batch * heads * queries * keys <= BIAS_BLOCK_THRESHOLD:
+        return None
+    return max(1, min(queries, BIAS_BLOCK_ELEMENTS // (batch * heads * keys)))
+
+
+def needs_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records an op on ``tensors`` here."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def window_sdpa(qkv: torch.Tensor, batch: int, num_heads: int, bias: torch.Tensor,
@@ -252,9 +286,6 @@ class FlexGuard:
         """Why FlexAttention cannot run on ``tensors`` here, or None."""
         if flex_attention is None:
             return f'torch {torch.__version__} has no FlexAttention (torch >= 2.5)'
-        if tensors[0].device.type == 'cpu' and torch.is_grad_enabled() \
-                and any(t.requires_grad for t in tensors):
-            return 'FlexAttention has no backward on the CPU'
         return None
 
     def __call__(self, fn: Callable[[], torch.Tensor],

@@ -86,6 +86,14 @@ def neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return torch.einsum('bmnk,bmnkd->bmnd', attn.softmax(dim=-1), v[:, :, keys])
 
 
+def axis_tiles(length: int, kernel_size: int, tile: int) -> Tuple[int, int]:
+    """``pad`` and the number of tiles n of :func:`tile_axis`, from the sizes alone (Python
+    ints, so that torch.compile reads them as shapes, not as tensor data)."""
+    T, r = tile, kernel_size // 2
+    pad = 0 if length % T == 0 or length % T > r else r + 1 - length % T
+    return pad, (length + pad + T - 1) // T
+
+
 def tile_axis(length: int, kernel_size: int, tile: int,
               device: torch.device) -> Tuple[int, int, torch.Tensor, torch.Tensor]:
     """How :func:`blocked_neighborhood_attention` tiles one axis of length L (>= K).
@@ -101,8 +109,7 @@ def tile_axis(length: int, kernel_size: int, tile: int,
         whether the key is in the query's window.
     """
     K, T, r = kernel_size, tile, kernel_size // 2
-    pad = 0 if length % T == 0 or length % T > r else r + 1 - length % T
-    n = (length + pad + T - 1) // T
+    pad, n = axis_tiles(length, kernel_size, tile)
     queries = torch.arange(n * T, device=device) - pad
     starts = window_starts(length, K, device)[queries.clamp(0, length - 1)].view(n, T, 1)
     keys = (torch.arange(n, device=device)[:, None] * T - pad - r
@@ -120,10 +127,10 @@ def tile_plan(height: int, width: int, kernel_size: int, tile: int, device: torc
         pad_x, n_x, keys_x, inside_x = tile_axis(width, kernel_size, tile, device)
         keys = keys_y[:, None, :, None] * width + keys_x[None, :, None, :]  # (ny, nx, L, L)
         inside = inside_y[:, None, :, None, :, None] & inside_x[None, :, None, :, None, :]
-        return (torch.tensor([pad_y, pad_x, n_y, n_x]), keys.reshape(-1),
-                rearrange(inside, 'ny nx u v l m -> (ny nx) (u v) (l m)'))
-    sizes, keys, inside = TILE_PLANS.get((height, width, kernel_size, tile, device), build)
-    return sizes.tolist(), keys, inside
+        return keys.reshape(-1), rearrange(inside, 'ny nx u v l m -> (ny nx) (u v) (l m)')
+    keys, inside = TILE_PLANS.get((height, width, kernel_size, tile, device), build)
+    (pad_y, n_y), (pad_x, n_x) = (axis_tiles(n, kernel_size, tile) for n in (height, width))
+    return [pad_y, pad_x, n_y, n_x], keys, inside
 
 
 def blocked_neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
