@@ -153,7 +153,7 @@ def mmengine_patched():
 #: (the one named in the comment), its other cases are slow.
 SLOW_CASES = (
     'tests/test_segmentation/test_seg_configs.py::test_build_params_and_inference[',  # fpn tiny
-    'tests/test_detection/test_det_configs.py::test_predict_at_800x1216_and_odd_size[',  # retina T
+    'tests/test_detection/test_det_configs.py::test_predict_at_800x1216_and_odd_size[',  # all
     'tests/test_classification/test_datpp_configs.py::test_build_count_and_train_step[',  # T++
     'tests/test_classification/test_in1k_configs.py::test_build_and_train_step[',  # DAT-T
     'tests/test_tools/test_benchmark.py::test_cpu_defaults_and_each_line_printed_when_measured',
@@ -163,8 +163,14 @@ SLOW_CASES = (
     'tests/test_models/test_fast_path.py::test_no_graph_breaks_under_compile',
     'tests/test_segmentation/test_datpp_seg.py::test_predict_at_odd_size[',  # fpn T++
     'tests/test_tools/test_get_flops.py::test_flops_and_params_match_the_paper[',  # DAT-T
+    'tests/test_tools/test_upstream_tools.py::test_every_config_takes_the_fp32_override',
+    'tests/test_models/test_backbones/test_dat.py::'
+    'test_forward_backward_reaches_offsets_and_tables[tiny-kwargs4-',
+    'tests/test_models/test_backbones/test_dat.py::'
+    'test_forward_backward_reaches_offsets_and_tables[tiny-kwargs5-',
+    'tests/test_models/test_backbones/test_dat.py::test_tiny_takes_other_sizes',
 )
-FAST_CASES = ('fpn_dat-tiny_8xb2', '[retinanet_dat-tiny_fpn_amp-1x_coco]',
+FAST_CASES = ('fpn_dat-tiny_8xb2',
               '[datpp-tiny_8xb128-amp_in1k]', '[dat-tiny_8xb128-amp_in1k]',
               'fpn_datpp-tiny_8xb4', '[dat-tiny_8xb128-amp_in1k.py]')
 

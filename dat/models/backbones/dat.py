@@ -201,9 +201,9 @@ class DAT(BaseModule):
         with_cp (bool): Gradient checkpointing per block. Default: False.
         attn_impl (str): How every attention layer computes: ``'reference'`` (plain
             PyTorch, the numbers of the 2022 code), ``'sdpa'`` (fused SDPA kernels),
-            ``'flex'`` (SDPA, and FlexAttention in deformable blocks with many keys;
-            opt-in, not yet verified on a GPU) or ``'auto'`` (each layer's best for the
-            device: ``'sdpa'`` on CUDA, ``'reference'`` elsewhere except DAT++'s
+            ``'flex'`` (SDPA, and FlexAttention in deformable blocks with many keys, for
+            inference: with gradients those run SDPA and warn once) or ``'auto'`` (each
+            layer's best for the device: ``'sdpa'`` on CUDA, ``'reference'`` elsewhere except DAT++'s
             neighbourhood blocks, ``'sdpa'`` everywhere). All give the same numbers up to
             rounding. :func:`dat.models.layers.attention_kernels` says which kernel each
             layer runs, the first forward logs it, and
