@@ -203,8 +203,8 @@ class DAT(BaseModule):
             PyTorch, the numbers of the 2022 code), ``'sdpa'`` (fused SDPA kernels),
             ``'flex'`` (SDPA, and FlexAttention in deformable blocks with many keys, for
             inference: with gradients those run SDPA and warn once) or ``'auto'`` (each
-            layer's best for the device: ``'sdpa'`` on CUDA, ``'reference'`` elsewhere except DAT++'s
-            neighbourhood blocks, ``'sdpa'`` everywhere). All give the same numbers up to
+            layer's best for the device: ``'sdpa'`` on CUDA, ``'reference'`` elsewhere
+            except DAT++'s neighbourhood blocks, ``'sdpa'`` everywhere). All give the same numbers up to
             rounding. :func:`dat.models.layers.attention_kernels` says which kernel each
             layer runs, the first forward logs it, and
             :func:`dat.models.layers.set_attention_impl` changes it on a built model.
