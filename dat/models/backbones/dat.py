@@ -204,9 +204,9 @@ class DAT(BaseModule):
             ``'flex'`` (SDPA, and FlexAttention in deformable blocks with many keys, for
             inference: with gradients those run SDPA and warn once) or ``'auto'`` (each
             layer's best for the device: ``'sdpa'`` on CUDA, ``'reference'`` elsewhere
-            except DAT++'s neighbourhood blocks, ``'sdpa'`` everywhere). All give the same numbers up to
-            rounding. :func:`dat.models.layers.attention_kernels` says which kernel each
-            layer runs, the first forward logs it, and
+            except DAT++'s neighbourhood blocks, ``'sdpa'`` everywhere). All give the same
+            numbers up to rounding. :func:`dat.models.layers.attention_kernels` says which
+            kernel each layer runs, the first forward logs it, and
             :func:`dat.models.layers.set_attention_impl` changes it on a built model.
             Default: ``'auto'``.
         init_cfg (dict, optional): mmengine init config, e.g. ``dict(type='Pretrained',
