@@ -231,22 +231,20 @@ def main(argv=None):
     parser.add_argument('--out', type=Path, default=HERE)
     parser.add_argument('--write', action='store_true', help='write instead of comparing')
     args = parser.parse_args(argv)
-    ok = True
-    dat = import_authors(args.dat2022)
-    dat.checkout = args.dat2022
-    model, io_, config = golden_2022(dat)
-    ok &= emit('golden_mini_dat2022.pth', model, args.out, args.write)
-    ok &= emit('golden_mini_io.pth', io_, args.out, args.write)
-    ok &= emit('golden_mini_config.json', config, args.out, args.write)
-    ok &= emit('dat2022_checkpoint_keys.tsv', key_lists_2022(dat), args.out, args.write)
+    jobs = [(args.dat2022, golden_2022, key_lists_2022,
+             ('golden_mini_dat2022.pth', 'golden_mini_io.pth', 'golden_mini_config.json',
+              'dat2022_checkpoint_keys.tsv'))]
     if args.datpp:
-        dat = import_authors(args.datpp)
-        dat.checkout = args.datpp
-        model, io_, config = golden_datpp(dat)
-        ok &= emit('golden_mini_datpp.pth', model, args.out, args.write)
-        ok &= emit('golden_mini_datpp_io.pth', io_, args.out, args.write)
-        ok &= emit('golden_mini_datpp_config.json', config, args.out, args.write)
-        ok &= emit('datpp_checkpoint_keys.tsv', key_lists_datpp(dat), args.out, args.write)
+        jobs.append((args.datpp, golden_datpp, key_lists_datpp,
+                     ('golden_mini_datpp.pth', 'golden_mini_datpp_io.pth',
+                      'golden_mini_datpp_config.json', 'datpp_checkpoint_keys.tsv')))
+    ok = True
+    for checkout, golden, key_lists, names in jobs:
+        dat = import_authors(checkout)
+        dat.checkout = checkout
+        model, io_, config = golden(dat)
+        for name, data in zip(names, (model, io_, config, key_lists(dat))):
+            ok &= emit(name, data, args.out, args.write)
     return 0 if ok or args.write else 1
 
 
