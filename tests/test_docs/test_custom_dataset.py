@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 from PIL import Image
 
+from dat.cli import load_config
 from dat.models import DAT
 from dat.models.checkpoint import read_checkpoint
 
@@ -77,7 +77,7 @@ def shrink_options(project: Path):
     common = ['default_hooks.logger.interval=1']
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         common += [f'{loader}.num_workers=0', f'{loader}.persistent_workers=False']
-    det = Config.fromfile(project / DET)
+    det = load_config(str(project / DET))  # applies dat::, as our tools do
     options = {DET: common + [
         'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
         'default_hooks.checkpoint.interval=1',
@@ -90,7 +90,7 @@ def shrink_options(project: Path):
         options[DET].append(f'{loader}.dataset.pipeline.'
                             f'{index_of(det[loader].dataset.pipeline, "Resize")}'
                             '.scale=(160,128)')
-    seg = Config.fromfile(project / SEG)
+    seg = load_config(str(project / SEG))
     train = seg.train_dataloader.dataset.pipeline
     options[SEG] = common + [
         'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
