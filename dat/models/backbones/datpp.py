@@ -95,11 +95,15 @@ def recompute_hooks(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
 class ConvMlp(nn.Module):
     """fc1 -> (x + depthwise 3x3 conv of x) -> GELU -> fc2, on (B, H, W, C).
 
-    Parameter names: ``fc1``, ``dwconv``, ``fc2``.
+    Parameter names: ``fc1``, ``dwconv``, ``fc2``. With ``recompute_act`` (the default) a
+    training forward does not keep GELU's output for fc2's backward (see :func:`recompute_hooks`);
+    :class:`DATPlusPlus` turns it off with ``with_cp``, whose checkpointing of the whole block
+    must see every saved tensor (our hooks, innermost, would keep GELU's input alive instead).
     """
 
-    def __init__(self, dim: int, hidden_dim: int):
+    def __init__(self, dim: int, hidden_dim: int, recompute_act: bool = True):
         super().__init__()
+        self.recompute_act = recompute_act
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, 3, 1, 1, groups=hidden_dim)
         self.act = nn.GELU()
@@ -109,7 +113,7 @@ class ConvMlp(nn.Module):
         x = self.fc1(x)
         x = x + self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         hidden = self.act(x)
-        if not (torch.is_grad_enabled() and hidden.requires_grad) \
+        if not (self.recompute_act and torch.is_grad_enabled() and hidden.requires_grad) \
                 or torch.compiler.is_compiling() or torch.jit.is_tracing():
             return self.fc2(hidden)
         # GELU keeps its input for the backward; fc2 would keep GELU's output too (4 C per
@@ -225,6 +229,9 @@ class DATPlusPlus(DAT):
         # DAT's window size is the neighbourhood of the N blocks here
         super().__init__(arch, img_size, NEIGHBORHOOD_SIZE, in_channels, drop_path_rate,
                          out_indices, frozen_stages, with_cp, attn_impl, init_cfg)
+        for module in self.modules():
+            if isinstance(module, ConvMlp):
+                module.recompute_act = not with_cp
 
     def _make_stem(self, in_channels: int, dim: int) -> nn.Module:
         return ConvStem(in_channels, dim)
