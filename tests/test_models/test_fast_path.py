@@ -196,6 +196,12 @@ def test_bias_row_block():
     # DAT-T stage 2 at 896 px, batch 1: 12 heads x 3136 x 3136 = 118M elements
     assert fast_attention.bias_row_block(1, 12, 3136, 3136) == 2 ** 24 // (12 * 3136) == 445
     assert fast_attention.bias_row_block(64, 64, 8, 2 ** 20) == 1  # at least one row
+    # with gradients (checkpointed blocks) from 2**22 elements on: DAT-T++ stage 1 at 896 px,
+    # batch 1 (2 heads x 50176 queries x 784 keys = 79M) and stage 2 (4 x 12544 x 196 = 9.8M)
+    assert fast_attention.TRAINING_BIAS_BLOCK_THRESHOLD == 2 ** 22
+    assert fast_attention.bias_row_block(1, 4, 12544, 196) is None
+    assert fast_attention.bias_row_block(1, 4, 12544, 196, training=True) == 12544  # 1 block
+    assert fast_attention.bias_row_block(1, 2, 1024, 1024, training=True) is None  # 2**21
 
 
 def saved_shapes(module, x):

@@ -15,7 +15,7 @@ channels-last inside, as in :class:`dat.models.DAT`, whose checkpoint loading, f
 forward this class shares. The attention layers, with their math, are
 ``dat/models/layers/neighborhood_attention.py`` and ``deformable_attention_plusplus.py``.
 """
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -72,14 +72,38 @@ class ConvDownsample(nn.Module):
         return _conv_norm(x, self.proj, self.norm)
 
 
+def recompute_hooks(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                    y: torch.Tensor):
+    """``saved_tensors_hooks`` under which a tensor saved for the backward that is ``y = fn(x)``
+    or a view of it is not kept: the backward computes ``fn(x)`` again and takes the same view.
+    ``fn`` must be deterministic and ``x`` kept anyway (by ``fn``'s own backward)."""
+    storage, dtype = y.untyped_storage().data_ptr(), y.dtype
+
+    def pack(tensor: torch.Tensor):
+        if tensor.dtype == dtype and tensor.untyped_storage().data_ptr() == storage:
+            return tensor.size(), tensor.stride(), tensor.storage_offset()
+        return tensor
+
+    def unpack(packed):
+        if isinstance(packed, torch.Tensor):
+            return packed
+        with torch.no_grad():
+            return fn(x).as_strided(*packed)
+    return pack, unpack
+
+
 class ConvMlp(nn.Module):
     """fc1 -> (x + depthwise 3x3 conv of x) -> GELU -> fc2, on (B, H, W, C).
 
-    Parameter names: ``fc1``, ``dwconv``, ``fc2``.
+    Parameter names: ``fc1``, ``dwconv``, ``fc2``. With ``recompute_act`` (the default) a
+    training forward does not keep GELU's output for fc2's backward (see :func:`recompute_hooks`);
+    :class:`DATPlusPlus` turns it off with ``with_cp``, whose checkpointing of the whole block
+    must see every saved tensor (our hooks, innermost, would keep GELU's input alive instead).
     """
 
-    def __init__(self, dim: int, hidden_dim: int):
+    def __init__(self, dim: int, hidden_dim: int, recompute_act: bool = True):
         super().__init__()
+        self.recompute_act = recompute_act
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, 3, 1, 1, groups=hidden_dim)
         self.act = nn.GELU()
@@ -88,7 +112,15 @@ class ConvMlp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.fc1(x)
         x = x + self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return self.fc2(self.act(x))
+        hidden = self.act(x)
+        if not (self.recompute_act and torch.is_grad_enabled() and hidden.requires_grad) \
+                or torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return self.fc2(hidden)
+        # GELU keeps its input for the backward; fc2 would keep GELU's output too (4 C per
+        # token). It keeps where that is instead, and the backward applies GELU again to the
+        # input (the same values), so a block stores one (B, H, W, 4C) tensor less.
+        with torch.autograd.graph.saved_tensors_hooks(*recompute_hooks(self.act, x, hidden)):
+            return self.fc2(hidden)
 
 
 class DATPlusPlusBlock(nn.Module):
@@ -197,6 +229,9 @@ class DATPlusPlus(DAT):
         # DAT's window size is the neighbourhood of the N blocks here
         super().__init__(arch, img_size, NEIGHBORHOOD_SIZE, in_channels, drop_path_rate,
                          out_indices, frozen_stages, with_cp, attn_impl, init_cfg)
+        for module in self.modules():
+            if isinstance(module, ConvMlp):
+                module.recompute_act = not with_cp
 
     def _make_stem(self, in_channels: int, dim: int) -> nn.Module:
         return ConvStem(in_channels, dim)

@@ -279,14 +279,17 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
               positions: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Steps 5-6 with SDPA, the bias of step 5 as its mask: in one piece, or in blocks of
         query rows (:func:`.fast_attention.bias_row_block`), each checkpointed when gradients
-        are needed, so that no (B, M, HW, Ns) bias is materialised at detection sizes."""
+        are needed, so that no (B, M, HW, Ns) bias is materialised at detection sizes, and
+        none (nor its fp32 sampling grid) is kept for the backward past
+        :data:`.fast_attention.TRAINING_BIAS_BLOCK_THRESHOLD` elements."""
         # Float32 query points: with the key positions they address table cells.
         queries = self.query_grid(height, width, torch.float32, q.device).reshape(-1, 2)
-        rows = fast_attention.bias_row_block(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+        checkpointed = fast_attention.needs_grad(q, k, v, self.rpe_table, positions)
+        rows = fast_attention.bias_row_block(q.shape[0], q.shape[1], q.shape[2], k.shape[2],
+                                             training=checkpointed)
         # Traced (ONNX export, any size), the blocks' layout would be that of the traced size.
         if rows is None or torch.jit.is_tracing():
             return self._sdpa_rows(q, k, v, positions, queries)
-        checkpointed = fast_attention.needs_grad(q, k, v, self.rpe_table, positions)
         blocks = []
         for start in range(0, q.shape[2], rows):
             args = (q[:, :, start:start + rows], k, v, positions, queries[start:start + rows])

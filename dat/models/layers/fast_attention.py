@@ -8,9 +8,10 @@ backward.
 - ``'sdpa'`` (the default on CUDA): ``F.scaled_dot_product_attention`` with the position
   bias (plus the window mask) as a float ``attn_mask``, in every block. The attention
   weights are not stored for the backward pass. In the deformable blocks the sampled bias
-  would be a (B, heads, queries, keys) tensor; past :data:`BIAS_BLOCK_THRESHOLD` elements it
-  is made and used in blocks of query rows (:func:`bias_row_block`), and when gradients are
-  needed each block runs under ``torch.utils.checkpoint``, so no bias is stored for the
+  would be a (B, heads, queries, keys) tensor; past :data:`BIAS_BLOCK_THRESHOLD` elements
+  (:data:`TRAINING_BIAS_BLOCK_THRESHOLD` when gradients are needed) it is made and used in
+  blocks of query rows (:func:`bias_row_block`), and when gradients are needed each block
+  runs under ``torch.utils.checkpoint``, so no bias (nor its sampling grid) is stored for the
   backward either (it is sampled again there, block by block).
 - ``'flex'`` (inference): as ``'sdpa'``, except in DAT's deformable blocks with
   ``>= FLEX_MIN_KEYS`` keys when no gradient is needed: those use FlexAttention with the
@@ -62,6 +63,12 @@ MASK_ALIGN = 16
 #: 2**26 is 256 MiB in fp32), and with gradients runs each block under
 #: ``torch.utils.checkpoint``. Module-level, so a test can lower it.
 BIAS_BLOCK_THRESHOLD = 2 ** 26
+#: Where gradients are needed, a deformable block's bias goes into checkpointed blocks from
+#: this many elements on (or from :data:`BIAS_BLOCK_THRESHOLD`, if lower): in one piece the
+#: bias (16 MiB in fp32 here) and its fp32 sampling grid (B * groups, queries, keys, 2) would
+#: be kept for the backward; checkpointed, neither is (they are sampled again there). At
+#: 896 px, batch 1, this keeps 2.2 GiB of DAT-T++'s D blocks (stages 1-3) out of its step.
+TRAINING_BIAS_BLOCK_THRESHOLD = 2 ** 22
 #: About this many bias elements per block (64 MiB in fp32).
 BIAS_BLOCK_ELEMENTS = 2 ** 24
 #: What a ``'flex'`` deformable layer says (once) when it needs gradients.
@@ -89,10 +96,14 @@ def aligned_mask(mask: torch.Tensor) -> torch.Tensor:
     return F.pad(mask, (0, MASK_ALIGN - n % MASK_ALIGN))[..., :n]
 
 
-def bias_row_block(batch: int, heads: int, queries: int, keys: int) -> Optional[int]:
+def bias_row_block(batch: int, heads: int, queries: int, keys: int,
+                   training: bool = False) -> Optional[int]:
     """Query rows per block of the sampled position bias, or None for one piece (a bias of at
-    most :data:`BIAS_BLOCK_THRESHOLD` elements)."""
-    if batch * heads * queries * keys <= BIAS_BLOCK_THRESHOLD:
+    most :data:`BIAS_BLOCK_THRESHOLD` elements; with ``training``, where the blocks are
+    checkpointed, at most :data:`TRAINING_BIAS_BLOCK_THRESHOLD`)."""
+    threshold = min(BIAS_BLOCK_THRESHOLD, TRAINING_BIAS_BLOCK_THRESHOLD) if training \
+        else BIAS_BLOCK_THRESHOLD
+    if batch * heads * queries * keys <= threshold:
         return None
     return max(1, min(queries, BIAS_BLOCK_ELEMENTS // (batch * heads * keys)))
 

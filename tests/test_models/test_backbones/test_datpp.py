@@ -194,3 +194,37 @@ def test_init_weights_pretrained(tmp_path):
                                       prefix='backbone.'))
     with pytest.raises(ValueError, match=r'DAT\+\+ backbone.*mis-shaped.*stages\.3\.'):
         other.init_weights()
+
+
+def test_conv_mlp_recomputes_gelu_instead_of_keeping_it():
+    """A training forward of the ConvMlp keeps no copy of GELU's output for fc2's backward
+    (it applies GELU again there): the same outputs and gradients to the bit, one
+    (B, H, W, 4C) tensor less kept; with_cp turns it off (checkpointing must see it all)."""
+    from dat.models.backbones.datpp import ConvMlp
+
+    torch.manual_seed(0)
+    mlp = ConvMlp(8, 32)
+    x = torch.randn(2, 5, 6, 8)
+
+    def run(recompute):
+        mlp.recompute_act = recompute
+        mlp.zero_grad()
+        inp = x.clone().requires_grad_()
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t: saved.append(t.numel()) or t, lambda t: t):
+            out = mlp(inp)
+        out.square().sum().backward()
+        return out, [inp.grad] + [p.grad.clone() for p in mlp.parameters()], sum(saved)
+
+    out, grads, kept = run(False)
+    out_r, grads_r, kept_r = run(True)
+    assert torch.equal(out, out_r)
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads_r))
+    # fc2 saves its input (GELU's output) and its weight under our hooks, which an outer hook
+    # does not see: the input is not kept (the weight, a parameter, is kept anyway)
+    assert kept - kept_r == 2 * 5 * 6 * 32 + mlp.fc2.weight.numel()
+
+    assert all(m.recompute_act for m in DATPlusPlus('tiny').modules() if isinstance(m, ConvMlp))
+    assert not any(m.recompute_act for m in DATPlusPlus('tiny', with_cp=True).modules()
+                   if isinstance(m, ConvMlp))
