@@ -29,8 +29,9 @@ def test_every_folder_is_found(configs):
 
 def test_one_adapter_import_per_task_and_no_stray_keys(configs):
     for path, cfg in configs.items():
-        assert cfg.custom_imports == dict(imports=[ADAPTERS[cfg.default_scope]],
-                                          allow_failed_imports=False), path
+        assert cfg.custom_imports == dict(
+            imports=[ADAPTERS[cfg.default_scope], 'dat.apply_mmengine_patches'],
+            allow_failed_imports=False), path
         assert 'backbone' not in cfg, path  # the backbone lives in model.backbone only
         assert cfg.model.backbone.type in ('DAT', 'DATPlusPlus'), path
         assert '_delete_' not in cfg.model.backbone, path

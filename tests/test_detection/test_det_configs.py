@@ -67,7 +67,7 @@ def test_config_follows_the_recipe(config):
     cfg = load(config)
     arch = Path(config).stem.split('_dat-')[1].split('_')[0]
     assert cfg.default_scope == 'mmdet'
-    assert cfg.custom_imports.imports == ['dat.adapters.mmdet']
+    assert cfg.custom_imports.imports == ['dat.adapters.mmdet', 'dat.apply_mmengine_patches']
     backbone = cfg.model.backbone
     assert '_delete_' not in backbone and backbone.type == 'DAT' and backbone.arch == arch
     assert backbone.drop_path_rate == DROP_PATH[arch]

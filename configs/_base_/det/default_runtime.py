@@ -1,7 +1,10 @@
 # mmdet's runtime (hooks, logging, visualizer), with DAT registered as an mmdet backbone.
 _base_ = 'mmdet::_base_/default_runtime.py'
 
-custom_imports = dict(imports=['dat.adapters.mmdet'], allow_failed_imports=False)
+# dat.apply_mmengine_patches: the libraries' own train/test tools then read checkpoints
+# as ours do (mmengine 0.10.7's reader refuses its Runner's checkpoints under torch >= 2.6).
+custom_imports = dict(imports=['dat.adapters.mmdet', 'dat.apply_mmengine_patches'],
+                      allow_failed_imports=False)
 # mmengine's CheckpointHook with writes that a kill cannot break (dat/engine).
 default_hooks = dict(
     checkpoint=dict(type='AtomicCheckpointHook'),

@@ -3,4 +3,7 @@
 # checkpoint hook, which mmseg's schedules set, is set by the schedules here.
 _base_ = ['mmseg::_base_/default_runtime.py']
 
-custom_imports = dict(imports=['dat.adapters.mmseg'], allow_failed_imports=False)
+# dat.apply_mmengine_patches: the libraries' own train/test tools then read checkpoints
+# as ours do (mmengine 0.10.7's reader refuses its Runner's checkpoints under torch >= 2.6).
+custom_imports = dict(imports=['dat.adapters.mmseg', 'dat.apply_mmengine_patches'],
+                      allow_failed_imports=False)
