@@ -6,5 +6,5 @@ _base_ = ['./classifier_in1k.py']
 model = dict(
     backbone=dict(type='DAT', arch='tiny', img_size=224, window_size=7, drop_path_rate=0.2,
                   out_indices=(3, ),
-                  attn_impl='auto'),  # or 'reference', 'sdpa', 'flex': see DAT's docstring
+                  attn_impl='auto'),  # or 'reference', 'sdpa': see DAT's docstring
     head=dict(in_channels=768))

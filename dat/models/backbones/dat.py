@@ -200,9 +200,9 @@ class DAT(BaseModule):
             their output norms), in -1..4; -1 freezes nothing. Default: -1.
         with_cp (bool): Gradient checkpointing per block. Default: False.
         attn_impl (str): How every attention layer computes: ``'reference'`` (plain
-            PyTorch, the numbers of the 2022 code), ``'sdpa'`` (fused SDPA kernels),
-            ``'flex'`` (SDPA, and FlexAttention in deformable blocks with many keys, for
-            inference: with gradients those run SDPA and warn once) or ``'auto'`` (each
+            PyTorch and ``grid_sample``, the numbers of the 2022 code), ``'sdpa'`` (fused
+            SDPA kernels; in D blocks, gathers and a separable position bias instead of
+            ``grid_sample``, so training can be deterministic on CUDA) or ``'auto'`` (each
             layer's best for the device: ``'sdpa'`` on CUDA, ``'reference'`` elsewhere
             except DAT++'s neighbourhood blocks, ``'sdpa'`` everywhere). All give the same
             numbers up to rounding. :func:`dat.models.layers.attention_kernels` says which

@@ -1,39 +1,38 @@
 """The choice of attention implementation, and the bounded cache of per-size tensors.
 
-Each attention layer declares what it can run, in the manner of timm's ``fused_attn`` and
-NATTEN's backend checks:
+Each attention layer declares what it can run, in the manner of NATTEN's backend checks and
+timm's ``fused_attn``:
 
-- ``attn_kernels``: for each value of ``attn_impl`` that the layer accepts, the kernel that
-  it runs. A layer maps a request onto another kernel only where that is a documented
-  fallback (the window and DAT++ deformable layers have no FlexAttention kernel, so
-  ``'flex'`` runs SDPA there, which is what ``'flex'`` means for a model: FlexAttention where
-  a layer has it). A request that a layer does not accept is refused when the layer is built
-  (or set), with the layer and what it accepts in the message.
-- ``auto_kernels``: what ``'auto'`` runs, by device type (``'cuda'``, ``'cpu'``, ...).
+- ``kernels``: the kernels the layer has (``'reference'`` always, the plain PyTorch code that
+  gives the releases' numbers; ``'sdpa'``, built on ``F.scaled_dot_product_attention``).
+- one check per kernel, ``can_run_<kernel>(device_type, dtype, grad)``: None where that kernel
+  can run on the device type, in the attention's dtype (the autocast dtype under autocast),
+  with or without gradients; otherwise the reason why not. No kernel of dat depends on the
+  input size: the SDPA kernels take any size (the deformable blocks make their bias in row
+  blocks past a size, inside the same kernel).
+- ``auto_order``: what ``'auto'`` tries, best first, by device type (``'cuda'``, ``'cpu'``,
+  ...); the first kernel whose check passes runs, and ``'reference'`` where none is listed.
 
-The choice is resolved once per layer and device type (:meth:`AttentionImplMixin.kernel`),
-not at every forward, and there is no process-wide switch: the backbone's ``attn_impl``
-argument (``model.backbone.attn_impl`` in a config) or :func:`set_attention_impl` on one
-model sets it. :func:`attention_kernels` reports which kernel each layer of a model runs.
+A named kernel that cannot run is an error that gives the reason. The choice is made once per
+layer and condition (:meth:`AttentionImplMixin.kernel`), not re-derived at every forward,
+and there is no process-wide switch: the backbone's ``attn_impl`` argument
+(``model.backbone.attn_impl`` in a config) or :func:`set_attention_impl` on one model sets
+it. :func:`attention_kernels` reports which kernel each layer runs, from the same checks.
 """
 import weakref
 from collections import OrderedDict
-from typing import Callable, Dict, Hashable, Mapping, Union
+from typing import Callable, Dict, Hashable, Mapping, Optional, Tuple, Union
 
 import einops
 import torch
 import torch.nn as nn
 
 #: The values of ``attn_impl``:
-#: ``'auto'``: each layer's best kernel for the device (its ``auto_kernels``).
+#: ``'auto'``: each layer's best kernel for the device (its ``auto_order``).
 #: ``'reference'``: plain PyTorch (matmul, softmax, matmul), the numbers of the releases.
 #: ``'sdpa'``: ``F.scaled_dot_product_attention`` with the position bias (and masks)
 #: materialised as its ``attn_mask``.
-#: ``'flex'``: for inference, FlexAttention in the layers that have a FlexAttention kernel
-#: (DAT's deformable blocks with many keys, when no gradient is needed: its position gradient
-#: was wrong at detection sizes on an H200, so with gradients they run SDPA and warn once;
-#: see :mod:`dat.models.layers.fast_attention`), SDPA in the others.
-ATTENTION_IMPLS = ('auto', 'reference', 'sdpa', 'flex')
+ATTENTION_IMPLS = ('auto', 'reference', 'sdpa')
 
 # einops finds its backend for each tensor type (Tensor, Parameter) at its first call and
 # caches it; under torch.compile that first call fills the cache and dynamo guards on its
@@ -52,44 +51,86 @@ def check_attention_impl(impl: str) -> str:
     return impl
 
 
-class AttentionImplMixin:
-    """What an attention layer can run, and the kernel it runs on a device.
+def attention_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the attention of ``x`` runs in: autocast's where it is on, else ``x``'s."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
 
-    A layer class sets :attr:`attn_kernels` and :attr:`auto_kernels`, calls
-    :meth:`init_attention_impl` in its constructor and branches on
-    ``self.kernel(x.device)`` in its forward.
+
+class AttentionImplMixin:
+    """What an attention layer can run, and the kernel it runs.
+
+    A layer class sets :attr:`kernels` and :attr:`auto_order`, has a ``can_run_<kernel>``
+    check for each of its kernels, calls :meth:`init_attention_impl` in its constructor and
+    branches on ``self.kernel_for(x)`` in its forward.
     """
 
-    #: The accepted values of ``attn_impl`` (besides ``'auto'``), each with the kernel it
-    #: runs in this layer.
-    attn_kernels: Mapping[str, str] = {'reference': 'reference', 'sdpa': 'sdpa'}
-    #: The kernel of ``'auto'`` by device type; ``'reference'`` on device types not listed.
-    auto_kernels: Mapping[str, str] = {'cuda': 'sdpa'}
+    #: The kernels of this layer.
+    kernels: Tuple[str, ...] = ('reference', 'sdpa')
+    #: What ``'auto'`` tries by device type, best first; ``'reference'`` on types not listed.
+    auto_order: Mapping[str, Tuple[str, ...]] = {'cuda': ('sdpa', 'reference')}
+
+    def can_run_reference(self, device_type: str, dtype: torch.dtype,
+                          grad: bool) -> Optional[str]:
+        """Plain PyTorch runs anything."""
+        return None
+
+    def can_run_sdpa(self, device_type: str, dtype: torch.dtype, grad: bool) -> Optional[str]:
+        """``F.scaled_dot_product_attention`` takes floating-point inputs on every device,
+        with or without gradients."""
+        if not dtype.is_floating_point:
+            return f'F.scaled_dot_product_attention takes floating-point inputs, not {dtype}'
+        return None
 
     def init_attention_impl(self, attn_impl: str):
-        """Check ``attn_impl`` against this layer's :attr:`attn_kernels` and keep it."""
+        """Check ``attn_impl`` against this layer's :attr:`kernels` and keep it."""
         check_attention_impl(attn_impl)
-        if attn_impl != 'auto' and attn_impl not in self.attn_kernels:
+        if attn_impl != 'auto' and attn_impl not in self.kernels:
             raise ValueError(
                 f'{type(self).__name__} cannot run attn_impl={attn_impl!r}; it runs '
-                f'{", ".join(map(repr, ("auto", *self.attn_kernels)))}')
+                f'{", ".join(map(repr, ("auto", *self.kernels)))}')
         self.attn_impl = attn_impl
-        self._kernels: Dict[str, str] = {}
+        self._kernels: Dict[tuple, str] = {}
 
-    def kernel(self, device: Union[torch.device, str]) -> str:
-        """The kernel this layer runs on ``device``, resolved once per device type."""
+    def why_not(self, kernel: str, device_type: str, dtype: torch.dtype,
+                grad: bool) -> Optional[str]:
+        """Why ``kernel`` cannot run here (its ``can_run_<kernel>`` check), or None."""
+        return getattr(self, f'can_run_{kernel}')(device_type, dtype, grad)
+
+    def kernel(self, device: Union[torch.device, str], dtype: torch.dtype = torch.float32,
+               grad: bool = False) -> str:
+        """The kernel this layer runs on ``device`` in ``dtype``, with or without gradients;
+        chosen from the checks once per condition."""
         device_type = torch.device(device).type
-        kernel = self._kernels.get(device_type)
+        key = (device_type, dtype, grad, torch.jit.is_tracing())
+        kernel = self._kernels.get(key)
         if kernel is None:
-            impl = self.attn_impl
-            if impl == 'auto':
-                impl = self.auto_kernels.get(device_type, 'reference')
-            kernel = self.attn_kernels[impl]
+            kernel = self._choose(device_type, dtype, grad)
             # Not stored while torch.compile traces: the compiled code guards on this dict,
             # and filling it during the first compiled call would recompile the second.
             if not torch.compiler.is_compiling():
-                self._kernels[device_type] = kernel
+                self._kernels[key] = kernel
         return kernel
+
+    def kernel_for(self, x: torch.Tensor) -> str:
+        """The kernel for the input ``x`` (its device, attention dtype, and whether autograd
+        records this layer)."""
+        grad = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        return self.kernel(x.device, attention_dtype(x), grad)
+
+    def _choose(self, device_type: str, dtype: torch.dtype, grad: bool) -> str:
+        if self.attn_impl != 'auto':
+            reason = self.why_not(self.attn_impl, device_type, dtype, grad)
+            if reason is not None:
+                raise RuntimeError(f'{type(self).__name__} cannot run attn_impl='
+                                   f'{self.attn_impl!r} here: {reason}')
+            return self.attn_impl
+        for kernel in self.auto_order.get(device_type, ('reference', )):
+            if self.why_not(kernel, device_type, dtype, grad) is None:
+                return kernel
+        return 'reference'
 
 
 def attention_layers(model: nn.Module) -> Dict[str, AttentionImplMixin]:
@@ -116,10 +157,10 @@ def set_attention_impl(model: nn.Module, impl: str) -> Dict[str, str]:
     layers = attention_layers(model)
     check_attention_impl(impl)
     for name, layer in layers.items():
-        if impl != 'auto' and impl not in layer.attn_kernels:
+        if impl != 'auto' and impl not in layer.kernels:
             raise ValueError(
                 f'{name} ({type(layer).__name__}) cannot run attn_impl={impl!r}; it runs '
-                f'{", ".join(map(repr, ("auto", *layer.attn_kernels)))}')
+                f'{", ".join(map(repr, ("auto", *layer.kernels)))}')
     previous = {name: layer.attn_impl for name, layer in layers.items()}
     for layer in layers.values():
         layer.init_attention_impl(impl)
@@ -129,10 +170,13 @@ def set_attention_impl(model: nn.Module, impl: str) -> Dict[str, str]:
     return previous
 
 
-def attention_kernels(model: nn.Module,
-                      device: Union[torch.device, str, None] = None) -> Dict[str, str]:
+def attention_kernels(model: nn.Module, device: Union[torch.device, str, None] = None,
+                      dtype: torch.dtype = torch.float32,
+                      training: bool = False) -> Dict[str, str]:
     """Which kernel each attention layer of ``model`` runs on ``device`` (by default the
-    device of the model's first parameter), by layer name.
+    device of the model's first parameter) in ``dtype`` (the autocast dtype under AMP), in
+    training (with gradients) or inference, by layer name: the kernels that the layers'
+    forwards run under those conditions, at any input size.
 
         >>> from dat.models import DATPlusPlus
         >>> kernels = attention_kernels(DATPlusPlus('tiny'), 'cpu')
@@ -142,7 +186,8 @@ def attention_kernels(model: nn.Module,
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else 'cpu'
-    return {name: layer.kernel(device) for name, layer in attention_layers(model).items()}
+    return {name: layer.kernel(device, dtype, training)
+            for name, layer in attention_layers(model).items()}
 
 
 def summarize_kernels(kernels: Mapping[str, str], layers: Mapping[str, nn.Module]) -> str:

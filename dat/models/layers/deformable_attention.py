@@ -30,14 +30,15 @@ steps 2-3 place the keys and which grid the queries sit on in step 5; its class 
 with those methods replaced.
 
 ``attn_impl`` (see :mod:`dat.models.layers.common`): ``'reference'`` is the plain PyTorch
-code below. ``'sdpa'`` runs step 6 with ``F.scaled_dot_product_attention``, the sampled bias
-of step 5 as its mask (made in blocks of query rows, checkpointed in training, once it would
-be large). ``'flex'`` is for inference: it samples the table inside a FlexAttention kernel
-when there are many keys, so the (B, M, HW, Ns) bias is never stored; where gradients are
-needed (its position gradient is wrong at detection sizes) or FlexAttention cannot run, the
-layer runs SDPA with a warning. See :mod:`dat.models.layers.fast_attention`.
+code below, with ``F.grid_sample`` in steps 4 and 5. ``'sdpa'`` is exact against it without
+``grid_sample`` (:mod:`.bilinear`): step 4 gathers the four bilinear taps of each position as
+rows of the channels-last map, step 5 is the separable form of the bilinear table lookup
+(two GEMMs), and step 6 runs ``F.scaled_dot_product_attention`` with that bias as its mask
+(in the attention's dtype, rows aligned for the fused kernels; made in blocks of query rows,
+checkpointed in training, once it would be large). Its backward has no scatter into the
+table and no op without a deterministic CUDA implementation.
 """
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -48,21 +49,29 @@ from timm.layers import LayerNorm2d, trunc_normal_
 from torch.utils.checkpoint import checkpoint
 
 from . import fast_attention
+from .bilinear import sample_rows, separable_position_bias
 from .common import AttentionImplMixin
 
 #: s in step 2: offsets reach at most 2 pixels of the map in each direction.
 OFFSET_RANGE_FACTOR = 2.0
 
 
+def reference_axis(size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The pixel centres of an axis of ``size`` pixels, (size,), normalised to [-1, 1]."""
+    # arange + 0.5 equals linspace(0.5, H - 0.5, H) exactly, and exports to ONNX in
+    # ``dtype`` (the TorchScript exporter turns linspace into float64).
+    return (torch.arange(size, dtype=dtype, device=device) + 0.5) / size * 2 - 1
+
+
+def meshgrid(ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """The (len(ys), len(xs), 2) grid of (y, x) points of two axes."""
+    return torch.stack(torch.meshgrid(ys, xs, indexing='ij'), dim=-1)
+
+
 def reference_points(height: int, width: int, dtype: torch.dtype,
                      device: torch.device) -> torch.Tensor:
     """The uniform grid of pixel centres, (H, W, 2) in (y, x), normalised to [-1, 1]."""
-    # arange + 0.5 equals linspace(0.5, H - 0.5, H) exactly, and exports to ONNX in
-    # ``dtype`` (the TorchScript exporter turns linspace into float64).
-    ys = (torch.arange(height, dtype=dtype, device=device) + 0.5) / height
-    xs = (torch.arange(width, dtype=dtype, device=device) + 0.5) / width
-    grid = torch.stack(torch.meshgrid(ys, xs, indexing='ij'), dim=-1)
-    return grid * 2 - 1
+    return meshgrid(reference_axis(height, dtype, device), reference_axis(width, dtype, device))
 
 
 def resize_rpe_table(table: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
@@ -78,9 +87,9 @@ def sample_position_bias(table: torch.Tensor, queries: torch.Tensor,
     (Nq, 2), e.g. some rows of that grid) and the (B, G, Hk, Wk, 2) key positions
     (Ns = Hk * Wk).
 
-    The grid stays in the positions' dtype (float32: it addresses table cells); the bias is
-    in that dtype too, and a caller under autocast casts it (or a block of it) to the
-    attention's dtype."""
+    The grid stays in the positions' dtype (float32 or wider: it addresses table cells);
+    the bias is in that dtype too, and a caller under autocast casts it to the attention's
+    dtype."""
     displacement = (queries.reshape(1, 1, -1, 1, 2) -
                     rearrange(positions, 'b g hk wk yx -> b g 1 (hk wk) yx')) * 0.5
     # The batch is folded into the sampling grid, so the table is never copied per image.
@@ -150,10 +159,20 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
     (M, 2H_t - 1, 2W_t - 1).
     """
 
-    #: The FlexAttention kernel of ``attn_impl='flex'`` (one key per query; see
-    #: :func:`.fast_attention.deformable_flex_attention`).
-    supports_flex = True
-    attn_kernels = {'reference': 'reference', 'sdpa': 'sdpa', 'flex': 'flex'}
+    #: The SDPA kernel makes its position bias in blocks of query rows once the whole bias
+    #: would have more than this many elements (B * heads * queries * keys; 2**26 is
+    #: 256 MiB in fp32), and with gradients runs each block under
+    #: ``torch.utils.checkpoint``. Attributes of the layer: set them on one layer to change
+    #: its blocks.
+    bias_block_threshold = 2 ** 26
+    #: Where gradients are needed, the bias goes into checkpointed blocks from this many
+    #: elements on (or from :attr:`bias_block_threshold`, if lower): in one piece the bias,
+    #: its two GEMMs' float32 intermediate (about twice its size) and their weights would be
+    #: kept for the backward; checkpointed, none is (they are made again there). At 896 px,
+    #: batch 1, this keeps 2.2 GiB of DAT-T++'s D blocks (stages 1-3) out of its step.
+    training_bias_block_threshold = 2 ** 22
+    #: About this many bias elements per block (64 MiB in fp32).
+    bias_block_elements = 2 ** 24
 
     def __init__(self, dim: int, num_heads: int, groups: int, fmap_size: Tuple[int, int],
                  offset_kernel_size: int, offset_stride: int = 1, attn_impl: str = 'auto'):
@@ -162,7 +181,6 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
             raise ValueError(f'dim={dim}, num_heads={num_heads} and groups={groups} must '
                              'divide: dim by heads, heads by groups')
         self.init_attention_impl(attn_impl)
-        self.flex_guard = fast_attention.FlexGuard()
         self.num_heads = num_heads
         self.groups = groups
         self.scale = (dim // num_heads) ** -0.5
@@ -176,9 +194,10 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
         trunc_normal_(self.rpe_table, std=0.01)
 
     # Steps 2-3 and the query grid of step 5: what DAT++ changes.
-    def key_grid(self, height: int, width: int, device: torch.device) -> torch.Tensor:
-        """The reference points r of the (Hk, Wk) key grid, (Hk, Wk, 2), float32."""
-        return reference_points(height, width, torch.float32, device)
+    def key_grid(self, height: int, width: int, dtype: torch.dtype,
+                 device: torch.device) -> torch.Tensor:
+        """The reference points r of the (Hk, Wk) key grid, (Hk, Wk, 2)."""
+        return reference_points(height, width, dtype, device)
 
     def move(self, references: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """Step 3: the sampling positions p from r and the raw offsets, (B, G, Hk, Wk, 2)."""
@@ -189,18 +208,25 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
         return references + torch.stack([dy * (1.0 / height * OFFSET_RANGE_FACTOR),
                                          dx * (1.0 / width * OFFSET_RANGE_FACTOR)], dim=-1)
 
+    def query_axes(self, height: int, width: int, dtype: torch.dtype,
+                   device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Where the rows and the columns of the (H, W) queries sit in step 5: (H,), (W,)."""
+        return reference_axis(height, dtype, device), reference_axis(width, dtype, device)
+
     def query_grid(self, height: int, width: int, dtype: torch.dtype,
                    device: torch.device) -> torch.Tensor:
         """Where the (H, W) queries sit in step 5, (H, W, 2)."""
-        return reference_points(height, width, dtype, device)
+        return meshgrid(*self.query_axes(height, width, dtype, device))
 
     def sampling_positions(self, q: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Steps 2-3: (positions, references), each (B, G, Hk, Wk, 2) in (y, x)."""
         G = self.groups
-        # Positions stay in float32 under autocast: they address pixels.
-        offsets = self.offset(rearrange(q, 'b h w (g c) -> (b g) c h w', g=G)).float()
+        # Positions are at least float32 (also under autocast): they address pixels.
+        offsets = self.offset(rearrange(q, 'b h w (g c) -> (b g) c h w', g=G))
+        offsets = offsets.to(torch.promote_types(offsets.dtype, torch.float32))
         offsets = rearrange(offsets, '(b g) yx hk wk -> b g hk wk yx', g=G)
-        references = self.key_grid(*offsets.shape[2:4], q.device).expand_as(offsets)
+        references = self.key_grid(*offsets.shape[2:4], offsets.dtype,
+                                   q.device).expand_as(offsets)
         return self.move(references, offsets), references
 
     def position_bias(self, positions: torch.Tensor, height: int,
@@ -209,17 +235,21 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
         queries = self.query_grid(height, width, positions.dtype, positions.device)
         return sample_position_bias(self.rpe_table, queries, positions)
 
-    def attend_inputs(self, x: torch.Tensor):
+    def attend_inputs(self, x: torch.Tensor, kernel: str = 'reference'):
         """Steps 1-4: ``q`` (B, M, H*W, d), ``k`` and ``v`` (B, M, Hk*Wk, d), and the
-        sampling positions and references."""
+        sampling positions and references. ``kernel='reference'`` samples with
+        ``F.grid_sample``, the others with gathered rows (the same numbers)."""
         M = self.num_heads
         q = self.q(x)
         positions, references = self.sampling_positions(q)
         # Step 4: sample each group's channels at its positions.
-        grid = rearrange(positions, 'b g hk wk yx -> (b g) hk wk yx').flip(-1).to(x.dtype)
-        sampled = F.grid_sample(rearrange(x, 'b h w (g c) -> (b g) c h w', g=self.groups),
-                                grid, mode='bilinear', align_corners=True)
-        sampled = rearrange(sampled, '(b g) c hk wk -> b (hk wk) (g c)', g=self.groups)
+        if kernel == 'reference':
+            grid = rearrange(positions, 'b g hk wk yx -> (b g) hk wk yx').flip(-1).to(x.dtype)
+            sampled = F.grid_sample(rearrange(x, 'b h w (g c) -> (b g) c h w', g=self.groups),
+                                    grid, mode='bilinear', align_corners=True)
+            sampled = rearrange(sampled, '(b g) c hk wk -> b (hk wk) (g c)', g=self.groups)
+        else:
+            sampled = sample_rows(x, positions)
         k = rearrange(self.k(sampled), 'b n (m d) -> b m n d', m=M)
         v = rearrange(self.v(sampled), 'b n (m d) -> b m n d', m=M)
         q = rearrange(q, 'b h w (m d) -> b m (h w) d', m=M)
@@ -234,12 +264,12 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
         H, W = x.shape[1:3]
-        q, k, v, positions, _ = self.attend_inputs(x)
-        impl = self.kernel(x.device)
-        if impl == 'reference':
+        kernel = self.kernel_for(x)
+        q, k, v, positions, _ = self.attend_inputs(x, kernel)
+        if kernel == 'reference':
             out = self.attention_weights(q, k, positions, H, W) @ v
         else:
-            out = self._fast_attention(q, k, v, positions, H, W, flex=impl == 'flex')
+            out = self._sdpa(q, k, v, positions, H, W)
         return self.proj(rearrange(out, 'b m (h w) d -> b h w (m d)', h=H))
 
     @torch.no_grad()
@@ -255,54 +285,48 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
         return dict(positions=positions, references=references, feature_size=(H, W),
                     attn_weights=self.attention_weights(q, k, positions, H, W))
 
-    def _fast_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                        positions: torch.Tensor, height: int, width: int,
-                        flex: bool) -> torch.Tensor:
-        """Step 6 with fused kernels: (B, M, HW, d) -> (B, M, HW, d)."""
-        if flex and self.supports_flex and height * width >= fast_attention.FLEX_MIN_KEYS:
-            if fast_attention.needs_grad(q, k, v, self.rpe_table, positions):
-                # FlexAttention is for inference (its position gradient is wrong at
-                # detection sizes): training runs the SDPA path below.
-                fast_attention.warn_once(fast_attention.FLEX_TRAINING_WARNING)
-            else:
-                keys = rearrange(positions, 'b g hk wk yx -> b g (hk wk) yx')
-                queries = self.query_grid(height, width, torch.float32,
-                                          q.device).reshape(-1, 2)
-                out = self.flex_guard(lambda: fast_attention.deformable_flex_attention(
-                    q, k, v, self.rpe_table, keys, queries, self.scale),
-                    q, k, v, self.rpe_table, keys)
-                if out is not None:
-                    return out
-        return self._sdpa(q, k, v, positions, height, width)
+    def bias_rows(self, batch: int, height: int, width: int, keys: int,
+                  training: bool = False) -> Optional[int]:
+        """Rows of the (height, width) query grid per block of the SDPA kernel's bias, or None
+        for one piece (at most :attr:`bias_block_threshold` elements; with ``training``,
+        where the blocks are checkpointed, at most :attr:`training_bias_block_threshold`)."""
+        threshold = min(self.bias_block_threshold, self.training_bias_block_threshold) \
+            if training else self.bias_block_threshold
+        row = batch * self.num_heads * width * keys
+        if row * height <= threshold:
+            return None
+        return max(1, min(height, self.bias_block_elements // row))
 
     def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
               positions: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Steps 5-6 with SDPA, the bias of step 5 as its mask: in one piece, or in blocks of
-        query rows (:func:`.fast_attention.bias_row_block`), each checkpointed when gradients
-        are needed, so that no (B, M, HW, Ns) bias is materialised at detection sizes, and
-        none (nor its fp32 sampling grid) is kept for the backward past
-        :data:`.fast_attention.TRAINING_BIAS_BLOCK_THRESHOLD` elements."""
-        # Float32 query points: with the key positions they address table cells.
-        queries = self.query_grid(height, width, torch.float32, q.device).reshape(-1, 2)
+        query rows (:meth:`bias_rows`), each checkpointed when gradients are needed, so that
+        no (B, M, HW, Ns) bias is materialised at detection sizes, and none (nor what makes
+        it) is kept for the backward past :attr:`training_bias_block_threshold` elements."""
+        keys = positions.flatten(2, 3)  # (B, G, Nk, 2)
+        # Query points in the positions' dtype: with them they address table cells.
+        ys, xs = self.query_axes(height, width, positions.dtype, q.device)
         checkpointed = fast_attention.needs_grad(q, k, v, self.rpe_table, positions)
-        rows = fast_attention.bias_row_block(q.shape[0], q.shape[1], q.shape[2], k.shape[2],
-                                             training=checkpointed)
+        rows = self.bias_rows(q.shape[0], height, width, k.shape[2], training=checkpointed)
         # Traced (ONNX export, any size), the blocks' layout would be that of the traced size.
         if rows is None or torch.jit.is_tracing():
-            return self._sdpa_rows(q, k, v, positions, queries)
+            return self._sdpa_rows(q, k, v, keys, ys, xs)
         blocks = []
-        for start in range(0, q.shape[2], rows):
-            args = (q[:, :, start:start + rows], k, v, positions, queries[start:start + rows])
+        for start in range(0, height, rows):
+            args = (q[:, :, start * width:(start + rows) * width], k, v, keys,
+                    ys[start:start + rows], xs)
             blocks.append(checkpoint(self._sdpa_rows, *args, use_reentrant=False)
                           if checkpointed else self._sdpa_rows(*args))
         return torch.cat(blocks, dim=2)
 
-    def _sdpa_rows(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                   positions: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-        """SDPA for the queries ``q`` (B, M, n, d) at the points ``queries`` (n, 2)."""
-        bias = sample_position_bias(self.rpe_table, queries, positions)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
-                                              scale=self.scale)
+    def _sdpa_rows(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor,
+                   ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """SDPA for the queries ``q`` (B, M, n, d) of the grid rows at ``ys`` and the columns
+        at ``xs`` (n = len(ys) * len(xs)), with the keys at ``keys`` (B, G, Nk, 2)."""
+        bias = separable_position_bias(self.rpe_table, (ys, xs), keys)  # (B, G, M/G, h, W, Nk)
+        mask = fast_attention.aligned_empty(q.shape[:3] + keys.shape[2:3], q.dtype, q.device)
+        mask.view(bias.shape).copy_(bias)  # cast, layout and alignment in one copy
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
 
     def adapt_state_dict(self, state_dict: Dict, prefix: str) -> None:
         """Resize a table of another feature-map size in ``state_dict``, in place (see

@@ -25,11 +25,12 @@ backbone refuses inputs for which a stage would be 1 pixel high or wide.
 
 :class:`DeformableAttentionPlusPlus` is :class:`.DeformableAttention` (same parameters, same
 steps 1, 4 and 6) with the grids of steps 3 and 5 and the offset transform of step 3
-replaced. Fast path (``attn_impl``, see :mod:`dat.models.layers.common`): step 6 with
-``F.scaled_dot_product_attention`` and the bias of step 5 as its mask; ``'flex'`` runs it
-too (the FlexAttention kernel wants one key per query), a documented fallback that
-:func:`dat.models.layers.attention_kernels` reports.
+replaced. Its ``'sdpa'`` kernel is that of :class:`.DeformableAttention`: gathered keys and
+values, the separable position bias, ``F.scaled_dot_product_attention``; the queries' grid
+is separable here too.
 """
+from typing import Tuple
+
 import torch
 
 from .deformable_attention import DeformableAttention
@@ -42,11 +43,9 @@ def key_grid(height: int, width: int, dtype: torch.dtype, device: torch.device) 
     return torch.stack(torch.meshgrid(ys, xs, indexing='ij'), dim=-1).mul(2.0).sub(1.0)
 
 
-def query_grid(height: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Step 5's query grid g, (H, W, 2) in (y, x): i / (H - 1) * 2 - 1."""
-    ys = torch.arange(height, dtype=dtype, device=device).div(height - 1.0)
-    xs = torch.arange(width, dtype=dtype, device=device).div(width - 1.0)
-    return torch.stack(torch.meshgrid(ys, xs, indexing='ij'), dim=-1).mul(2.0).sub(1.0)
+def query_axis(size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """One axis of step 5's query grid g, (size,): i / (size - 1) * 2 - 1."""
+    return torch.arange(size, dtype=dtype, device=device).div(size - 1.0).mul(2.0).sub(1.0)
 
 
 class DeformableAttentionPlusPlus(DeformableAttention):
@@ -61,23 +60,20 @@ class DeformableAttentionPlusPlus(DeformableAttention):
         offset_kernel_size (int): Kernel of the offset network (9/7/5/3 in stages 0-3).
         offset_stride (int): Its stride s, the stride of the key grid (8/4/2/1 in stages
             0-3).
-        attn_impl (str): ``'reference'`` computes step 6 in plain PyTorch; ``'sdpa'`` and
-            ``'flex'`` with ``F.scaled_dot_product_attention`` (no FlexAttention kernel for
-            DAT++ yet); ``'auto'`` is ``'sdpa'`` on CUDA, ``'reference'`` elsewhere.
-            Default: ``'auto'``.
+        attn_impl (str): ``'reference'`` (``grid_sample`` and plain PyTorch) or ``'sdpa'``
+            (gathers, the separable bias and ``F.scaled_dot_product_attention``); ``'auto'``
+            is ``'sdpa'`` on CUDA, ``'reference'`` elsewhere. Default: ``'auto'``.
 
     Parameter names: those of :class:`.DeformableAttention`.
     """
 
-    supports_flex = False
-    attn_kernels = {'reference': 'reference', 'sdpa': 'sdpa', 'flex': 'sdpa'}
-
-    def key_grid(self, height: int, width: int, device: torch.device) -> torch.Tensor:
-        return key_grid(height, width, torch.float32, device)
+    def key_grid(self, height: int, width: int, dtype: torch.dtype,
+                 device: torch.device) -> torch.Tensor:
+        return key_grid(height, width, dtype, device)
 
     def move(self, references: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         return (references + offsets).clamp(-1.0, 1.0)
 
-    def query_grid(self, height: int, width: int, dtype: torch.dtype,
-                   device: torch.device) -> torch.Tensor:
-        return query_grid(height, width, dtype, device)
+    def query_axes(self, height: int, width: int, dtype: torch.dtype,
+                   device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+        return query_axis(height, dtype, device), query_axis(width, dtype, device)

@@ -172,8 +172,7 @@ class NeighborhoodAttention(AttentionImplMixin, nn.Module):
         num_heads (int): Heads M.
         kernel_size (int): Neighbourhood side K (odd). Default: 7.
         attn_impl (str): ``'reference'`` or ``'sdpa'`` (see the module's docstring);
-            ``'flex'`` runs ``'sdpa'`` (no FlexAttention kernel here); ``'auto'`` is
-            ``'sdpa'`` on every device. Default: ``'auto'``.
+            ``'auto'`` is ``'sdpa'`` on every device. Default: ``'auto'``.
 
     Parameter names (those of natten's ``NeighborhoodAttention2D``): ``qkv``, ``proj``
     (linear layers) and ``rpb`` (M, 2K - 1, 2K - 1).
@@ -194,9 +193,15 @@ class NeighborhoodAttention(AttentionImplMixin, nn.Module):
         trunc_normal_(self.rpb, std=0.02, a=-2.0, b=2.0)  # natten's initialisation
         self.proj = nn.Linear(dim, dim)
 
-    attn_kernels = {'reference': 'reference', 'sdpa': 'sdpa', 'flex': 'sdpa'}
     # Exact up to rounding, faster and far lighter than the gathers on the CPU too.
-    auto_kernels = {'cuda': 'sdpa', 'cpu': 'sdpa'}
+    auto_order = {'cuda': ('sdpa', 'reference'), 'cpu': ('sdpa', 'reference')}
+
+    def can_run_sdpa(self, device_type: str, dtype: torch.dtype, grad: bool):
+        """As every SDPA kernel, and not under TorchScript tracing (the legacy ONNX
+        exporter): its tile plan follows the size, which a traced graph must not fix."""
+        if torch.jit.is_tracing():
+            return 'its tile plan depends on the input size, which TorchScript tracing fixes'
+        return super().can_run_sdpa(device_type, dtype, grad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
@@ -210,7 +215,7 @@ class NeighborhoodAttention(AttentionImplMixin, nn.Module):
         qkv = self.qkv(x).reshape(B, padded_h, padded_w, 3, M, C // M)
         # The tiles' layout depends on the size; traced (ONNX export, any size), the gathers
         # of the reference kernel follow the traced size.
-        if self.kernel(x.device) == 'sdpa' and not torch.jit.is_tracing():
+        if self.kernel_for(x) == 'sdpa':
             q, k, v = qkv.unbind(3)
             if torch.is_grad_enabled() and not torch.compiler.is_compiling():
                 # The halos and masks are rebuilt in the backward (as flash attention

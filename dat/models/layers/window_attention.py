@@ -15,9 +15,7 @@ with the number of input sizes (docs/benchmarks.md has the build-vs-cache measur
 
 ``attn_impl`` (see :mod:`dat.models.layers.common`): ``'reference'`` is the plain PyTorch
 code below (``'auto'`` off CUDA); ``'sdpa'`` (``'auto'`` on CUDA) runs the same math with
-``F.scaled_dot_product_attention``, the bias and mask passed as ``attn_mask``. ``'flex'``
-runs ``'sdpa'``: with 49 keys per window FlexAttention has no gain to give (and its
-gradients were wrong at 49 keys in a probe, see docs/benchmarks.md).
+``F.scaled_dot_product_attention``, the bias and mask passed as ``attn_mask``.
 """
 import math
 from typing import Dict, Optional
@@ -99,14 +97,12 @@ class WindowAttention(AttentionImplMixin, nn.Module):
         num_heads (int): Heads.
         window_size (int): Window side w.
         shift (bool): Shift the windows by ``ceil(w / 2)`` (the S block). Default: False.
-        attn_impl (str): ``'auto'``, ``'reference'``, ``'sdpa'`` or ``'flex'`` (which runs
-            SDPA here); see the module's docstring. Default: ``'auto'``.
+        attn_impl (str): ``'auto'``, ``'reference'`` or ``'sdpa'``; see the module's
+            docstring. Default: ``'auto'``.
 
     Parameter names: ``qkv``, ``proj`` (linear layers) and
     ``relative_position_bias_table`` ((2w-1)^2, heads).
     """
-
-    attn_kernels = {'reference': 'reference', 'sdpa': 'sdpa', 'flex': 'sdpa'}
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shift: bool = False,
                  attn_impl: str = 'auto'):
@@ -158,7 +154,7 @@ class WindowAttention(AttentionImplMixin, nn.Module):
         bias = bias.view(N, N, -1).permute(2, 0, 1)  # (heads, N, N)
         mask = build_window_mask(H, W, w, s, x.device, always=True) if tracing else \
             self.attention_mask(H, W, x.device)
-        if self.kernel(x.device) == 'sdpa':
+        if self.kernel_for(x) == 'sdpa':
             out = window_sdpa(self.qkv(windows), B, self.num_heads, bias, mask)
         else:
             qkv = self.qkv(windows).reshape(n_windows, N, 3, self.num_heads, -1)
