@@ -6,7 +6,7 @@ from functorch.compile import make_boxed_func
 from torch._dynamo.backends.common import aot_autograd
 
 from dat.models import DAT, DATPlusPlus
-from dat.models.layers import fast_attention
+from dat.models.layers import DeformableAttention
 
 
 def counting_backend(graphs):
@@ -28,14 +28,15 @@ def fresh_dynamo():
 
 @pytest.mark.slow
 @pytest.mark.parametrize('cls', [DAT, DATPlusPlus])
-def test_tiny_forward_and_backward_one_graph_each(fresh_dynamo, monkeypatch, cls):
+def test_tiny_forward_and_backward_one_graph_each(fresh_dynamo, cls):
     """fullgraph=True fails on any graph break in the forward; AOTAutograd then traces the
     whole backward as one graph. The bias threshold is lowered so that every D block runs
     its bias in checkpointed blocks under compile too."""
-    monkeypatch.setattr(fast_attention, 'BIAS_BLOCK_THRESHOLD', 1000)
-    monkeypatch.setattr(fast_attention, 'BIAS_BLOCK_ELEMENTS', 700)
     torch.manual_seed(0)
     model = cls('tiny', img_size=224, drop_path_rate=0.0, attn_impl='sdpa').train()
+    for module in model.modules():
+        if isinstance(module, DeformableAttention):
+            module.bias_block_threshold, module.bias_block_elements = 1000, 700
     x = torch.randn(1, 3, 64, 64)
     weights = [torch.randn_like(o) for o in model(x)]
 

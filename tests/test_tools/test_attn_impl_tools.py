@@ -12,7 +12,7 @@ from dat.adapters.builder import build_model_from_config
 from dat.models.layers import DeformableAttention, WindowAttention
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CHOICES = "choose one of 'auto', 'reference', 'sdpa', 'flex'"
+CHOICES = "choose one of 'auto', 'reference', 'sdpa'"
 
 # The quick-start config, with the smallest data and one epoch of 2 iterations.
 MINI_CONFIG = """

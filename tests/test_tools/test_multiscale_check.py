@@ -30,7 +30,8 @@ def test_cpu_run_reports_and_summary(tool, capsys, tmp_path):
     first, last, summary = records  # stdout holds the JSON lines only
     assert (first['iter'], last['iter']) == (2, 3)
     assert first['size_cache_bytes'] > 0 and first['rss_peak_mib'] > 0
-    assert last['flex_graphs'] == 0 and last['flex_switched_to_sdpa'] == []
+    # 'auto' on the CPU: DAT-T's 12 attention layers run the reference kernel
+    assert last['kernels'] == first['kernels'] == {'reference': 12}
     assert (summary['runs'], summary['mode'], summary['ok']) == ('reference', 'train', True)
 
     path = tmp_path / 'runs.jsonl'
@@ -39,6 +40,7 @@ def test_cpu_run_reports_and_summary(tool, capsys, tmp_path):
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ['runs', 'mode', 'iter']
     assert [line.split()[2] for line in table[1:3]] == ['2', '3']
+    assert table[1].endswith('  reference x12')
     assert table[3].startswith('reference train     -> ok: True')
 
 

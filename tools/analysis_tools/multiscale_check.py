@@ -3,11 +3,10 @@ input sizes, as a detector's multi-scale pipeline feeds it.
 
     # on a GPU: DAT-T, 50 training iterations of batch 2 at random detection sizes, bf16
     python tools/analysis_tools/multiscale_check.py
-    python tools/analysis_tools/multiscale_check.py --impl flex --mode inference  # FlexAttention
-    # (with --mode train, 'flex' layers run SDPA: FlexAttention is for inference)
-    # on the CPU: count FlexAttention compilations over 20 sizes (forward only)
+    python tools/analysis_tools/multiscale_check.py --mode inference
+    # on the CPU: 20 sizes, forward only
     python tools/analysis_tools/multiscale_check.py --device cpu --mode inference \\
-        --impl flex --iters 20 --batch-size 1 --amp none
+        --iters 20 --batch-size 1 --amp none --scale 0.25
     # a table of the JSON lines of one or more runs
     python tools/analysis_tools/multiscale_check.py --summarize runs.jsonl
 
@@ -20,9 +19,9 @@ neck and heads hold no per-size state, and their CUDA ops (mmcv) need not be ins
 
 At each iteration in ``--report-at`` (and the last) it prints one JSON line: the sizes seen,
 memory (CUDA: ``memory_allocated`` now and ``max_memory_allocated`` so far, in MiB; CPU: the
-process's peak RSS), the bytes in the backbone's size caches, the FlexAttention graphs
-compiled so far (torch.compile's ``unique_graphs``) and the layers that switched from
-FlexAttention to SDPA (with the reason). Exit code 1 if memory allocated at the last report
+process's peak RSS), the bytes in the backbone's size caches and how many attention layers
+run each kernel (:func:`~dat.models.layers.attention_kernels` for the run's device, dtype
+and mode). Exit code 1 if memory allocated at the last report
 exceeds that at the first by more than ``--max-growth`` (default 10%).
 """
 import argparse
@@ -34,14 +33,14 @@ import random
 import resource
 import sys
 import time
+from collections import Counter
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 
 from dat.models import DAT  # noqa: E402
-from dat.models.layers import (ATTENTION_IMPLS, DeformableAttention, SizeCache,  # noqa: E402
-                               attention_kernels)
+from dat.models.layers import ATTENTION_IMPLS, SizeCache, attention_kernels  # noqa: E402
 
 #: Short sides of the multi-scale pipeline (configs/_base_/det/ms_crop_aug.py) and the
 #: longest side it allows.
@@ -52,7 +51,7 @@ PAD_DIVISOR = 32
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description='Memory and compilations of DAT over many input sizes',
+        description='Memory of DAT over many input sizes',
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument('--arch', default='tiny', choices=('tiny', 'small', 'base'))
     parser.add_argument('--impl', default='auto', choices=ATTENTION_IMPLS,
@@ -90,11 +89,6 @@ def random_size(rng: random.Random, scale: float = 1.0):
     return pad(h), pad(w)
 
 
-def flex_graphs() -> int:
-    from torch._dynamo.utils import counters
-    return counters['stats']['unique_graphs']
-
-
 def memory(device: torch.device) -> dict:
     if device.type == 'cuda':
         return dict(allocated_mib=round(torch.cuda.memory_allocated(device) / 2**20, 1),
@@ -109,7 +103,7 @@ def summarize(path: str) -> str:
     """A table of the reports of the runs in a JSON-lines file (each run: its reports, then
     its summary line)."""
     lines = [f'{"runs":9s} {"mode":9s} {"iter":>5s} {"sizes":>5s} {"MiB now":>9s} '
-             f'{"MiB peak":>9s} {"cache MiB":>9s} {"graphs":>6s}  switched to SDPA']
+             f'{"MiB peak":>9s} {"cache MiB":>9s}  kernels']
     pending = []
     with open(path) as f:
         for record in map(json.loads, filter(str.strip, f)):
@@ -122,8 +116,8 @@ def summarize(path: str) -> str:
                 lines.append(
                     f'{record["runs"]:9s} {record["mode"]:9s} {r["iter"]:5d} '
                     f'{r["distinct_sizes"]:5d} {now:9.1f} {peak:9.1f} '
-                    f'{r["size_cache_bytes"] / 2**20:9.2f} {r["flex_graphs"]:6d}  '
-                    f'{"; ".join(r["flex_switched_to_sdpa"]) or "-"}')
+                    f'{r["size_cache_bytes"] / 2**20:9.2f}  '
+                    + ', '.join(f'{k} x{n}' for k, n in sorted(r['kernels'].items())))
             pending = []
             lines.append(f'{record["runs"]:9s} {record["mode"]:9s} -> ok: {record["ok"]}, '
                          f'allocated growth {record.get("allocated_growth", "n/a")}, '
@@ -153,7 +147,8 @@ def run(args, emit) -> int:
     autocast = (torch.autocast(device.type, dtype=dtype) if dtype
                 else contextlib.nullcontext())
     scaler = torch.amp.GradScaler(device.type) if args.amp == 'fp16' else None
-    graphs_before = flex_graphs()
+    kernels = Counter(attention_kernels(model, device, dtype or torch.float32,
+                                        training=args.mode == 'train').values())
     sizes, reports = [], []
     start = time.perf_counter()
     for it in range(1, args.iters + 1):
@@ -177,17 +172,14 @@ def run(args, emit) -> int:
         if it in args.report_at or it == args.iters:
             if device.type == 'cuda':
                 torch.cuda.synchronize(device)
-            switched = {m.flex_guard.reason for m in model.modules()
-                        if isinstance(m, DeformableAttention) and m.flex_guard.reason}
             report = dict(iter=it, distinct_sizes=len(set(sizes)), last_size=list(size),
                           **memory(device), size_cache_bytes=SizeCache.total_nbytes(),
-                          flex_graphs=flex_graphs() - graphs_before,
-                          flex_switched_to_sdpa=sorted(switched),
+                          kernels=dict(kernels),
                           seconds=round(time.perf_counter() - start, 1))
             reports.append(report)
             emit(report)
     summary = dict(arch=args.arch, attn_impl=args.impl,
-                   runs='+'.join(sorted(set(attention_kernels(model, device).values()))),
+                   runs='+'.join(sorted(kernels)),
                    mode=args.mode,
                    batch_size=args.batch_size, amp=args.amp, iters=args.iters,
                    device=torch.cuda.get_device_name(device) if device.type == 'cuda'

@@ -96,8 +96,8 @@ def separable_position_bias(table: torch.Tensor, query_axes: Tuple[torch.Tensor,
 
     Returns:
         (B, G, M / G, Hq, Wq, Nk) in the positions' dtype, at least float32 (the GEMMs
-        run in float32 also under autocast): ``reshape(B, M, Hq * Wq, Nk)`` is the bias that ``grid_sample`` samples
-        from the table at ``(query - key) / 2``.
+        run in float32 also under autocast): ``reshape(B, M, Hq * Wq, Nk)`` is the bias
+        that ``grid_sample`` samples from the table at ``(query - key) / 2``.
     """
     ys, xs = query_axes
     B, G, Nk = positions.shape[:3]
