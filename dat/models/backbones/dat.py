@@ -21,9 +21,10 @@ from mmengine.model import BaseModule
 from timm.layers import DropPath, Mlp
 
 from ..checkpoint import load_weights
-from ..layers import (DeformableAttention, WindowAttention, attention_kernels, attention_layers,
-                      check_attention_impl)
+from ..layers import (DeformableAttention, SizeCache, WindowAttention, attention_kernels,
+                      attention_layers, check_attention_impl)
 from ..layers.common import summarize_kernels
+from ..layers.window_attention import MASK_CACHE_ENTRIES
 
 PATCH_SIZE = 4
 #: The smallest input side: the stem divides by 4, then three stages by 2.
@@ -277,6 +278,8 @@ class DAT(BaseModule):
         super().__init__(init_cfg=init_cfg)
         self.attn_impl = check_attention_impl(attn_impl)
         self._logged_impl = False
+        #: The per-size tensors (window masks, ...) that layers of one kind share, by kind.
+        self.size_caches: Dict[str, SizeCache] = {}
         self.arch_settings = self.parse_arch(arch)
         dims = self.arch_settings['embed_dims']
         depths = self.arch_settings['depths']
@@ -324,6 +327,12 @@ class DAT(BaseModule):
                          groups=settings['groups'][stage], fmap=fmap, local_size=window,
                          with_cp=with_cp, recompute_act=not with_cp)
 
+    def _shared_cache(self, kind: str, entries: int) -> SizeCache:
+        """The backbone's bounded cache of per-size tensors of ``kind``, for its layers."""
+        if kind not in self.size_caches:
+            self.size_caches[kind] = SizeCache(entries)
+        return self.size_caches[kind]
+
     def _make_block(self, kind: str, spec: StageSpec, drop_path: float) -> nn.Module:
         """A block of ``kind`` (a letter of ``block_types``) in the stage of ``spec``."""
         if kind == 'D':
@@ -331,7 +340,9 @@ class DAT(BaseModule):
                                        OFFSET_KERNEL_SIZES[spec.index], attn_impl=self.attn_impl)
         else:
             attn = WindowAttention(spec.dim, spec.num_heads, spec.local_size, shift=kind == 'S',
-                                   attn_impl=self.attn_impl)
+                                   attn_impl=self.attn_impl,
+                                   mask_cache=self._shared_cache('window_masks',
+                                                                 MASK_CACHE_ENTRIES))
         return DATBlock(spec.dim, attn, drop_path)
 
     @classmethod
@@ -405,7 +416,7 @@ class DAT(BaseModule):
         if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
             return super().init_weights()
         load_weights(self, cfg['checkpoint'], prefix=cfg.get('prefix'),
-                     strict=cfg.get('strict', True), pretrained=True, what=self._description())
+                     strict=cfg.get('strict', True), pretrained=True, what=self.weights_name())
         self._is_init = True
 
     #: Keys (relative to the backbone) that a pretrained checkpoint may lack or carry in
@@ -413,7 +424,9 @@ class DAT(BaseModule):
     #: :mod:`dat.models.checkpoint`).
     optional_state_keys = r'norm\d+\.'
 
-    def _description(self) -> str:
+    def weights_name(self) -> str:
+        """The backbone in the errors of :func:`~dat.models.checkpoint.check_fit`, which
+        checks a module that has this method as a whole (``backbones_only``)."""
         return (f'{self.display_name} backbone (embed_dims={self.arch_settings["embed_dims"]}, '
                 f'depths={self.arch_settings["depths"]})')
 

@@ -22,6 +22,7 @@ import torch.nn as nn
 from timm.layers import DropPath
 
 from ..layers import DeformableAttentionPlusPlus, NeighborhoodAttention
+from ..layers.neighborhood_attention import TILE_PLAN_ENTRIES
 from .dat import DAT, OFFSET_KERNEL_SIZES, DATBlock, StageSpec
 
 #: Neighbourhood side of the N blocks (``nat_ksizes`` of every released model).
@@ -254,5 +255,7 @@ class DATPlusPlus(DAT):
                 attn_impl=self.attn_impl)
         else:
             attn = NeighborhoodAttention(spec.dim, spec.num_heads, spec.local_size,
-                                         attn_impl=self.attn_impl)
+                                         attn_impl=self.attn_impl,
+                                         tile_plans=self._shared_cache('tile_plans',
+                                                                       TILE_PLAN_ENTRIES))
         return DATPlusPlusBlock(spec.dim, attn, drop_path, recompute_act=spec.recompute_act)
