@@ -14,6 +14,7 @@ launcher's report).
 import functools
 import os.path as osp
 import sys
+import warnings
 from typing import Callable, NoReturn, Optional
 
 from dat.models.checkpoint import CheckpointError, read_checkpoint
@@ -29,11 +30,21 @@ def one_line(err: BaseException) -> str:
     return ' '.join(str(err).split()) or type(err).__name__
 
 
+def quiet_known_warnings() -> None:
+    """Silence, for our tools, the warning that mmengine 0.10.7 causes at every command:
+    it resolves ``mmpretrain::`` / ``mmdet::`` / ``mmseg::`` config paths with
+    ``mmengine.utils.is_installed``, which imports ``pkg_resources``, and setuptools >= 80.9
+    warns that pkg_resources is deprecated. Importing dat sets no filter."""
+    warnings.filterwarnings('ignore', message='pkg_resources is deprecated as an API',
+                            category=UserWarning)
+
+
 def load_config(path: str, cfg_options: Optional[dict] = None):
     """``mmengine.Config.fromfile`` (plus ``--cfg-options``), failing in one line.
 
     Applies :func:`dat.mmengine_patches.apply` first (``dat::`` bases, and the reader of
-    local checkpoint files that the Runner and the inferencers then use). ``path`` may be a
+    local checkpoint files that the Runner and the inferencers then use), and
+    :func:`quiet_known_warnings`. ``path`` may be a
     ``dat::`` path itself (``dat::dat/dat-tiny_8xb128-amp_in1k.py``).
     """
     from mmengine.config import Config
@@ -41,6 +52,7 @@ def load_config(path: str, cfg_options: Optional[dict] = None):
     from dat import mmengine_patches
     from dat.scope import PREFIX, resolve_config_path
 
+    quiet_known_warnings()
     mmengine_patches.apply()
     if path.startswith(PREFIX):
         try:

@@ -28,7 +28,7 @@ crop), ImageNet mean and std.
 the stage outputs (strides 4, 8, 16, 32; ``out_indices`` default ``(0, 1, 2, 3)``, negative
 indices count from the end), without the per-stage norms of the mmdet / mmseg backbones.
 """
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -39,42 +39,37 @@ from timm.models import (build_model_with_cfg, generate_default_cfgs, register_m
 from timm.models._features import feature_take_indices
 
 from dat.converters.releases import RELEASES, read_release
-from dat.models import DAT, DATPlusPlus
+from dat.families import FAMILIES, Family, TimmModel, for_each_family
+from dat.models.backbones.dat import NUM_STAGES
 from dat.models.checkpoint import load_weights
 
 
 class DATTimm(nn.Module):
-    """A DAT or DAT++ classifier with timm's model interface.
+    """A classifier of a backbone family (DAT, DAT++) with timm's model interface.
 
     Args:
-        family (str): ``'DAT'`` or ``'DAT++'``.
+        family (str): A family of :data:`dat.families.FAMILIES` (``'DAT'``, ``'DAT++'``).
         arch (str | dict): The backbone's ``arch``.
-        img_size (int): The backbone's training size (sets the D blocks' position tables).
-        window_size (int): Window side of DAT's L and S blocks (not used by DAT++).
         num_classes (int): Classes of the linear head; 0 for none. Default: 1000.
         in_chans (int): Input channels. Default: 3.
         global_pool (str): timm's pooling of the head. Default: ``'avg'``.
         drop_rate (float): Dropout before the head. Default: 0.
         drop_path_rate (float): Stochastic depth of the backbone. Default: 0.
         attn_impl (str): The backbone's ``attn_impl``. Default: ``'auto'``.
+        **backbone_kwargs: Other arguments of the family's backbone, e.g. ``img_size``
+            (sets the D blocks' position tables) and DAT's ``window_size``.
     """
 
-    def __init__(self, family: str, arch: Union[str, Dict], img_size: int = 224,
-                 window_size: int = 7, num_classes: int = 1000, in_chans: int = 3,
-                 global_pool: str = 'avg', drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, attn_impl: str = 'auto'):
+    def __init__(self, family: str, arch: Union[str, Dict], num_classes: int = 1000,
+                 in_chans: int = 3, global_pool: str = 'avg', drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, attn_impl: str = 'auto', **backbone_kwargs):
         super().__init__()
-        if family not in ('DAT', 'DAT++'):
-            raise ValueError(f"family={family!r}: choose 'DAT' or 'DAT++'")
+        if family not in FAMILIES:
+            raise ValueError(f'family={family!r}: choose one of {list(FAMILIES)}')
         self.family = family
-        if family == 'DAT':
-            self.backbone = DAT(arch, img_size=img_size, window_size=window_size,
-                                in_channels=in_chans, drop_path_rate=drop_path_rate,
-                                out_indices=(3, ), attn_impl=attn_impl)
-        else:
-            self.backbone = DATPlusPlus(arch, img_size=img_size, in_channels=in_chans,
-                                        drop_path_rate=drop_path_rate, out_indices=(3, ),
-                                        attn_impl=attn_impl)
+        self.backbone = FAMILIES[family].backbone(
+            arch, in_channels=in_chans, drop_path_rate=drop_path_rate,
+            out_indices=(NUM_STAGES - 1, ), attn_impl=attn_impl, **backbone_kwargs)
         dims = self.backbone.arch_settings['embed_dims']
         self.num_classes = num_classes
         self.num_features = self.head_hidden_size = dims[-1]
@@ -94,9 +89,22 @@ class DATTimm(nn.Module):
     def no_weight_decay_keywords(self) -> Tuple[str, ...]:
         return self.backbone.no_weight_decay_keywords()
 
+    def no_weight_decay(self) -> Set[str]:
+        """What timm's optimizer factory (``timm.optim.create_optimizer_v2``) does not decay
+        besides 1-d parameters: the backbone's :meth:`no_weight_decay_keywords`, as name
+        patterns. The groups are then those of the configs' ``NoDecayKeywordsConstructor``."""
+        return {f'*{keyword}*' for keyword in self.no_weight_decay_keywords()}
+
+    def _final_norm(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        """The output norm of the last stage, (B, H, W, C) -> (B, C, H, W); a stage that
+        :meth:`prune_intermediate_layers` left last has none."""
+        norm = getattr(self.backbone, f'norm{stage}', None)
+        return (x if norm is None else norm(x)).permute(0, 3, 1, 2).contiguous()
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> the last stage's normalised map (B, C', H / 32, W / 32)."""
-        return self.backbone(x)[-1]
+        last = len(self.backbone.stages) - 1
+        return self._final_norm(self.backbone.forward_stages(x, (last, ))[0], last)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)
@@ -113,31 +121,29 @@ class DATTimm(nn.Module):
         last stage's. Returns them, or ``(final features, intermediates)``."""
         if output_fmt != 'NCHW':
             raise ValueError(f"output_fmt={output_fmt!r}: only 'NCHW' is supported")
-        backbone = self.backbone
-        take, max_index = feature_take_indices(4, indices)
-        backbone._check_input(x)
-        x = backbone.patch_embed(x)
-        last = len(backbone.stages) - 1
-        stages = backbone.stages[:max_index + 1] if stop_early else backbone.stages
-        intermediates = []
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take:
-                out = backbone.norm3(x) if norm and i == 3 else x
-                intermediates.append(out.permute(0, 3, 1, 2).contiguous())
+        last = len(self.backbone.stages) - 1
+        take, max_index = feature_take_indices(last + 1, indices)
+        keep = sorted(take)
+        if not intermediates_only:
+            if stop_early and max_index < last:
+                raise ValueError('stop_early left out the last stage: no final features')
+            keep = sorted(set(take) | {last})
+        maps = dict(zip(keep, self.backbone.forward_stages(x, keep, stop_early)))
+        intermediates = [self._final_norm(maps[i], i) if norm and i == last
+                         else maps[i].permute(0, 3, 1, 2).contiguous() for i in take]
         if intermediates_only:
             return intermediates
-        if len(stages) <= last:
-            raise ValueError('stop_early left out the last stage: no final features')
-        return backbone.norm3(x).permute(0, 3, 1, 2).contiguous(), intermediates
+        return self._final_norm(maps[last], last), intermediates
 
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1,
                                   prune_norm: bool = False, prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last of ``indices`` (and the norm, the head)."""
-        take, max_index = feature_take_indices(4, indices)
+        """Drop the stages after the last of ``indices`` (and the final norm, the head);
+        :meth:`forward_features` then gives the last kept stage's map."""
+        take, max_index = feature_take_indices(len(self.backbone.stages), indices)
         self.backbone.stages = self.backbone.stages[:max_index + 1]
-        if prune_norm:
-            self.backbone.norm3 = nn.Identity()
+        last = f'norm{NUM_STAGES - 1}'
+        if (prune_norm or max_index < NUM_STAGES - 1) and hasattr(self.backbone, last):
+            delattr(self.backbone, last)
         if prune_head:
             self.reset_classifier(0, '')
         return take
@@ -156,16 +162,17 @@ class DATTimm(nn.Module):
             load_weights(self, state, what=what, logger=None)
 
 
-def _cfg(file: str, input_size: int = 224, crop_pct: float = 224 / 256) -> Dict:
-    release = RELEASES[file]
+def _cfg(model: TimmModel) -> Dict:
+    release = RELEASES[model.release]
+    size = model.input_size
     return dict(
         url='', file=None, custom_load=True, num_classes=1000,
-        input_size=(3, input_size, input_size), pool_size=(input_size // 32, input_size // 32),
-        crop_pct=crop_pct, crop_mode='squash', interpolation='bicubic',
+        input_size=(3, size, size), pool_size=(size // 32, size // 32),
+        crop_pct=model.crop_pct, crop_mode='squash', interpolation='bicubic',
         mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
         first_conv='backbone.patch_embed', classifier='head.fc', license='apache-2.0',
         origin_url=release.page, paper_ids=release.paper,
-        notes=(f'release file: {file}', f'listed in {release.readme}',
+        notes=(f'release file: {model.release}', f'listed in {release.readme}',
                f'converted on load by {release.converter}\'s converter; pass the file with '
                "pretrained_cfg_overlay=dict(file=PATH)"))
 
@@ -175,19 +182,6 @@ def release_file(pretrained_cfg) -> str:
     notes = pretrained_cfg.get('notes') if isinstance(pretrained_cfg, dict) else \
         getattr(pretrained_cfg, 'notes', None)
     return next(n.split(': ', 1)[1] for n in notes or () if n.startswith('release file: '))
-
-
-default_cfgs = generate_default_cfgs({
-    'dat_tiny.in1k': _cfg('dat_tiny_in1k_224.pth'),
-    'dat_small.in1k': _cfg('dat_small_in1k_224.pth'),
-    'dat_base.in1k': _cfg('dat_base_in1k_224.pth'),
-    'dat_base_384.in1k': _cfg('dat_base_in1k_384.pth', 384),
-    'datpp_tiny.in1k': _cfg('dat_pp_tiny_in1k_224.pth'),
-    'datpp_small.in1k': _cfg('dat_pp_small_in1k_224.pth'),
-    'datpp_base.in1k': _cfg('dat_pp_base_in1k_224.pth'),
-    # the release tests DAT-B++ at 384 by resizing to 384 x 384, without a crop
-    'datpp_base_384.in1k': _cfg('dat_pp_base_in1k_384.pth', 384, crop_pct=1.0),
-})
 
 
 def _create(variant: str, family: str, arch: str, pretrained: bool = False, **kwargs):
@@ -203,58 +197,33 @@ def _create(variant: str, family: str, arch: str, pretrained: bool = False, **kw
     overlay['custom_load'] = True
     return build_model_with_cfg(
         DATTimm, variant, pretrained, pretrained_cfg_overlay=overlay, family=family, arch=arch,
-        feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls='getter'), **kwargs)
+        feature_cfg=dict(out_indices=tuple(range(NUM_STAGES)), feature_cls='getter'),
+        **kwargs)
 
 
-@register_model
-def dat_tiny(pretrained: bool = False, **kwargs) -> DATTimm:
-    """DAT-T (2022 release, 224 px, window 7)."""
-    return _create('dat_tiny', 'DAT', 'tiny', pretrained, **kwargs)
+def _entrypoint(family: Family, model: TimmModel):
+    """timm's model function of ``model``, named as the model."""
+    def create(pretrained: bool = False, **kwargs) -> DATTimm:
+        return _create(model.name, family.name, model.arch, pretrained,
+                       **{**model.kwargs, **kwargs})
+    create.__name__ = create.__qualname__ = model.name
+    create.__module__ = __name__
+    create.__doc__ = model.doc
+    return create
 
 
-@register_model
-def dat_small(pretrained: bool = False, **kwargs) -> DATTimm:
-    """DAT-S (2022 release, 224 px, window 7)."""
-    return _create('dat_small', 'DAT', 'small', pretrained, **kwargs)
+__all__ = ['DATTimm', 'register_timm_models']  # and the model names, added by register_model
+#: timm's pretrained configs of every family's models (``default_cfgs`` as timm's model
+#: files name it; :func:`timm.models.register_model` reads it).
+default_cfgs: Dict = {}
 
 
-@register_model
-def dat_base(pretrained: bool = False, **kwargs) -> DATTimm:
-    """DAT-B (2022 release, 224 px, window 7)."""
-    return _create('dat_base', 'DAT', 'base', pretrained, **kwargs)
+def register_timm_models(family: Family) -> None:
+    """Register ``family``'s :attr:`~dat.families.Family.timm_models` with timm."""
+    default_cfgs.update(generate_default_cfgs(
+        {f'{model.name}.in1k': _cfg(model) for model in family.timm_models}))
+    for model in family.timm_models:
+        register_model(_entrypoint(family, model))
 
 
-@register_model
-def dat_base_384(pretrained: bool = False, **kwargs) -> DATTimm:
-    """DAT-B fine-tuned at 384 px (2022 release, window 12)."""
-    kwargs.setdefault('img_size', 384)
-    kwargs.setdefault('window_size', 12)
-    return _create('dat_base_384', 'DAT', 'base', pretrained, **kwargs)
-
-
-@register_model
-def datpp_tiny(pretrained: bool = False, **kwargs) -> DATTimm:
-    """DAT-T++ (DAT++ release, 224 px)."""
-    return _create('datpp_tiny', 'DAT++', 'tiny', pretrained, **kwargs)
-
-
-@register_model
-def datpp_small(pretrained: bool = False, **kwargs) -> DATTimm:
-    """DAT-S++ (DAT++ release, 224 px)."""
-    return _create('datpp_small', 'DAT++', 'small', pretrained, **kwargs)
-
-
-@register_model
-def datpp_base(pretrained: bool = False, **kwargs) -> DATTimm:
-    """DAT-B++ (DAT++ release, 224 px)."""
-    return _create('datpp_base', 'DAT++', 'base', pretrained, **kwargs)
-
-
-@register_model
-def datpp_base_384(pretrained: bool = False, **kwargs) -> DATTimm:
-    """DAT-B++ fine-tuned at 384 px (DAT++ release; its position tables stay those of
-    224 px, as in the release)."""
-    return _create('datpp_base_384', 'DAT++', 'base', pretrained, **kwargs)
-
-
-__all__ = ['DATTimm']
+for_each_family(register_timm_models)

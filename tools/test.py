@@ -8,11 +8,10 @@ import argparse
 
 import torch
 from mmengine.evaluator import DumpResults
-from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import Runner
 
 from dat.cli import check_checkpoint, fail, load_config, one_line_errors
-from dat.models.checkpoint import fit_state_dict, read_state_dict
+from dat.models.checkpoint import check_fit
 from dat.runner_utils import (add_runner_arguments, apply_runner_arguments, check_image_loading,
                               finish_distributed, setup_cpu_run)
 
@@ -30,17 +29,6 @@ def parse_args():
                         'autocast (--amp alone) or bf16 autocast (--amp bf16)')
     add_runner_arguments(parser)
     return parser.parse_args()
-
-
-def check_fit(runner: Runner, checkpoint: str, config: str):
-    """Fail, naming the first keys, unless ``checkpoint`` fits the whole model (mmengine
-    loads ``load_from`` with ``strict=False``, which would test a partly random model)."""
-    model = runner.model
-    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
-        model = model.module
-    fit = fit_state_dict(model, read_state_dict(checkpoint, mmap=True)[0])
-    if fit.problems():
-        fail(f'{checkpoint} does not fit the model of {config}: {fit.describe()}')
 
 
 @one_line_errors
@@ -63,7 +51,8 @@ def main():
     check_image_loading(cfg)
     setup_cpu_run(cfg)
     runner = Runner.from_cfg(cfg)
-    check_fit(runner, args.checkpoint, args.config)
+    # mmengine loads load_from with strict=False, which would test a partly random model
+    check_fit(runner.model, args.checkpoint, what=f'model of {args.config}')
     if args.out:
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     metrics = runner.test()

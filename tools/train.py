@@ -18,7 +18,7 @@ from mmengine.runner import Runner
 from dat.cli import check_checkpoint, fail, load_config, one_line_errors
 from dat.engine import (TrainingFault, find_resumable_checkpoint, one_line_fault,
                         remove_stale_temp_files)
-from dat.models.checkpoint import CheckpointError, check_backbone_fit
+from dat.models.checkpoint import CheckpointError, check_fit
 from dat.runner_utils import (add_runner_arguments, apply_runner_arguments, check_image_loading,
                               finish_distributed, setup_cpu_run)
 
@@ -98,7 +98,7 @@ def main():
         runner = Runner.from_cfg(cfg)
         if cfg.get('load_from'):
             # mmengine loads load_from with strict=False and only logs what does not fit
-            check_backbone_fit(runner.model, cfg.load_from)
+            check_fit(runner.model, cfg.load_from, backbones_only=True)
         runner.train()
     except TrainingFault as err:  # a full disk, a diverged loss, an unreadable image
         fail(one_line_fault(err))

@@ -1,13 +1,9 @@
-"""Register :class:`dat.models.DAT` and :class:`dat.models.DATPlusPlus` as ``mmdet``'s backbones
-``DAT`` and ``DATPlusPlus``, and :class:`~dat.transforms.CheckedLoadImageFromFile` as a
-transform."""
+"""Register the backbone of every family (:mod:`dat.families`: ``DAT``, ``DATPlusPlus``) as
+``mmdet`` backbones, and :class:`~dat.transforms.CheckedLoadImageFromFile` as a transform."""
 from mmdet.registry import MODELS, TRANSFORMS
 
-from dat.models import DAT, DATPlusPlus
+from dat.families import register_backbones
 from dat.transforms import CheckedLoadImageFromFile
 
-MODELS.register_module(name='DAT', module=DAT, force=True)
-MODELS.register_module(name='DATPlusPlus', module=DATPlusPlus, force=True)
+register_backbones(MODELS)
 TRANSFORMS.register_module(module=CheckedLoadImageFromFile, force=True)
-
-__all__ = ['DAT', 'DATPlusPlus']

@@ -1,5 +1,5 @@
-"""Register :class:`dat.models.DAT` and :class:`dat.models.DATPlusPlus` as ``mmpretrain``'s
-backbones ``DAT`` and ``DATPlusPlus``, and the DAT classification models with mmpretrain's
+"""Register the backbone of every family (:mod:`dat.families`: ``DAT``, ``DATPlusPlus``) as
+``mmpretrain`` backbones, and the DAT classification models with mmpretrain's
 model hub, and :class:`~dat.transforms.CheckedLoadImageFromFile` as a transform.
 
 After ``import dat.adapters.mmpretrain``::
@@ -35,12 +35,11 @@ from typing import Optional, Union
 from mmpretrain.registry import MODELS, TRANSFORMS
 
 import dat.converters.releases  # noqa: F401  (the loader of dat-release://)
-from dat.models import DAT, DATPlusPlus
-from dat.models.checkpoint import check_backbone_fit
+from dat.families import register_backbones
+from dat.models.checkpoint import check_fit
 from dat.transforms import CheckedLoadImageFromFile
 
-MODELS.register_module(name='DAT', module=DAT, force=True)
-MODELS.register_module(name='DATPlusPlus', module=DATPlusPlus, force=True)
+register_backbones(MODELS)
 TRANSFORMS.register_module(module=CheckedLoadImageFromFile, force=True)
 
 #: Metafiles of classification models; detection / segmentation ones belong to mmdet / mmseg.
@@ -91,8 +90,8 @@ def get_model(model, pretrained: Union[bool, str, os.PathLike] = False, device=N
     if pretrained is True:  # what mmpretrain resolved it to: load_from or the hub's weights
         source = net._config.get('load_from') or getattr(net._metainfo, 'weights', None)
     if source:
-        check_backbone_fit(net, os.fspath(source))
+        check_fit(net, os.fspath(source), backbones_only=True)
     return net
 
 
-__all__ = ['DAT', 'DATPlusPlus', 'get_model', 'register_model_index']
+__all__ = ['get_model', 'register_model_index']

@@ -1,5 +1,5 @@
-"""Register :class:`dat.models.DAT` and :class:`dat.models.DATPlusPlus` as ``mmseg``'s
-backbones ``DAT`` and ``DATPlusPlus``, and :class:`CheckedIoUMetric`, the IoU metric of the
+"""Register the backbone of every family (:mod:`dat.families`: ``DAT``, ``DATPlusPlus``) as
+``mmseg`` backbones, and :class:`CheckedIoUMetric`, the IoU metric of the
 DAT segmentation configs, and :class:`~dat.transforms.CheckedLoadImageFromFile` as a transform."""
 from typing import Sequence
 
@@ -7,11 +7,10 @@ import torch
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS, MODELS, TRANSFORMS
 
-from dat.models import DAT, DATPlusPlus
+from dat.families import register_backbones
 from dat.transforms import CheckedLoadImageFromFile
 
-MODELS.register_module(name='DAT', module=DAT, force=True)
-MODELS.register_module(name='DATPlusPlus', module=DATPlusPlus, force=True)
+register_backbones(MODELS)
 TRANSFORMS.register_module(module=CheckedLoadImageFromFile, force=True)
 
 
@@ -46,4 +45,4 @@ class CheckedIoUMetric(IoUMetric):
         super().process(data_batch, data_samples)
 
 
-__all__ = ['DAT', 'DATPlusPlus', 'CheckedIoUMetric']
+__all__ = ['CheckedIoUMetric']

@@ -22,12 +22,13 @@ Any other class or function in a file's pickle makes it refused with a
 that you trust fully but that is refused converts to a plain state dict with
 :data:`CONVERT_COMMAND`, run where executing the file's code can do no harm.
 
-How weights are matched: our loading functions (:func:`load_weights`: the backbone's
-``init_cfg=dict(type='Pretrained')``, the tools; :func:`check_backbone_fit`: tools/train.py's
-``load_from`` / ``--resume`` and :func:`dat.adapters.mmpretrain.get_model`) check the whole
-file before anything is loaded. A ``prefix`` such as ``'backbone.'`` is stripped when the
-checkpoint's keys carry it; layers adapt what they know how to adapt (the attention layers
-resize their position tables, in ``adapt_state_dict``, which their own
+How weights are matched: one function, :func:`check_fit`, decides whether weights fit a
+model (the whole model, or with ``backbones_only`` the backbones in it), before anything is
+loaded. :func:`load_weights` (the backbone's ``init_cfg=dict(type='Pretrained')``, the demo,
+timm) calls it, and so do ``tools/train.py`` (``load_from``, ``--resume``), ``tools/test.py``
+and :func:`dat.adapters.mmpretrain.get_model`. A ``prefix`` such as ``'backbone.'`` is
+stripped when the checkpoint's keys carry it; layers adapt what they know how to adapt (the
+attention layers resize their position tables, in ``adapt_state_dict``, which their own
 ``_load_from_state_dict`` calls too). When a model is initialised from a checkpoint of another
 task (``pretrained=True``: the backbone's ``init_cfg``), keys that modules declare optional
 (``optional_state_keys``, a regular expression over their own keys: the DAT backbone's
@@ -53,6 +54,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from mmengine.logging import HistoryBuffer, print_log
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner.checkpoint import CheckpointLoader
 
 StateDict = Dict[str, torch.Tensor]
@@ -232,11 +234,21 @@ def strip_prefix(state: Mapping[str, torch.Tensor], prefix: Optional[str]) -> St
     return state
 
 
+class Misshaped(NamedTuple):
+    """A key whose tensor has another shape in the checkpoint than in the model."""
+    key: str
+    checkpoint: Tuple[int, ...]
+    model: Tuple[int, ...]
+
+    def __str__(self) -> str:
+        return f'{self.key} {self.checkpoint} vs {self.model}'
+
+
 class Fit(NamedTuple):
     """How a state dict fits a model."""
     missing: List[str]  #: in the model, not in the checkpoint
     unexpected: List[str]  #: in the checkpoint, not in the model
-    wrong_shape: List[str]  #: 'key (checkpoint shape) vs (model shape)'
+    wrong_shape: List[Misshaped]  #: in both, with other shapes
     optional: FrozenSet[str]  #: those of missing / unexpected that modules declare optional
 
     def problems(self, pretrained: bool = False) -> List[Tuple[str, List[str]]]:
@@ -255,9 +267,9 @@ class Fit(NamedTuple):
                          for name, keys in self.problems(pretrained))
 
 
-def _listed(keys: List[str], first: int = 5) -> str:
+def _listed(keys: List, first: int = 5) -> str:
     more = f', ... ({len(keys)} in all)' if len(keys) > first else ''
-    return ', '.join(keys[:first]) + more
+    return ', '.join(map(str, keys[:first])) + more
 
 
 def fit_state_dict(module: nn.Module, state: Dict[str, torch.Tensor], prefix: str = '') -> Fit:
@@ -276,7 +288,7 @@ def fit_state_dict(module: nn.Module, state: Dict[str, torch.Tensor], prefix: st
     own = module.state_dict(prefix=prefix)
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k.startswith(prefix) and k not in own]
-    wrong = [f'{k} {tuple(state[k].shape)} vs {tuple(v.shape)}' for k, v in own.items()
+    wrong = [Misshaped(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items()
              if k in state and state[k].shape != v.shape]
     declared = frozenset(k for k in missing + unexpected if any(
         k.startswith(p) and r.match(k[len(p):]) for p, r in optional))
@@ -287,44 +299,80 @@ _PARTIAL_HINT = ('to load only what fits, use dat.models.checkpoint.load_weights
                  'FILE, strict=False) or init_cfg=dict(..., strict=False)')
 
 
-def check_backbone_fit(model: nn.Module,
-                       source: Union[str, os.PathLike, Mapping[str, torch.Tensor]],
-                       pretrained: bool = False) -> None:
-    """Refuse a checkpoint that does not fit the DAT backbones inside ``model``.
+def _weights(source: Union[str, os.PathLike, Mapping[str, torch.Tensor]],
+             prefix: Optional[str]) -> Tuple[str, StateDict]:
+    """The name of ``source`` in messages, and its weights without ``prefix``."""
+    if isinstance(source, Mapping):
+        name = 'the state dict'
+        return name, strip_prefix(split_checkpoint(source, name)[0], prefix)
+    return os.fspath(source), read_state_dict(source, prefix, mmap=True)[0]
 
-    For loaders that are not ours and load with ``strict=False`` (mmengine's Runner, for
-    ``load_from`` and ``resume``; mmpretrain's ``get_model``): call it on the model and the
-    file, before or after they load. Each :class:`~dat.models.DAT` (or DAT++) module is
-    compared, under its own prefix (e.g. ``backbone.``), with the checkpoint's keys after its
-    layers adapted them (see :func:`fit_state_dict`); other modules (heads, necks) are not
-    checked here.
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside mmengine's wrappers (DDP, ...) and test-time augmentation models,
+    whose keys a checkpoint holds."""
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        model = model.module
+    return model
+
+
+def backbones_of(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """The modules of ``model`` that a checkpoint must fit as a whole, by name: those that
+    name themselves in fit errors (``weights_name()``: the DAT and DAT++ backbones)."""
+    return [(name, module) for name, module in unwrap(model).named_modules()
+            if callable(getattr(module, 'weights_name', None))]
+
+
+def check_fit(model: nn.Module,
+              source: Union[str, os.PathLike, Mapping[str, torch.Tensor]],
+              prefix: Optional[str] = None,
+              pretrained: bool = False,
+              what: Optional[str] = None,
+              backbones_only: bool = False) -> Tuple[StateDict, Fit]:
+    """Whether the weights of ``source`` fit ``model``: the one check of this package.
+
+    Layers adapt what they can first (resized position tables); with ``pretrained``, the
+    keys that modules declare optional (the output norms) may be missing or extra. Any
+    other missing, unexpected or mis-shaped key is refused. :func:`load_weights` (the
+    backbone's ``init_cfg``, the demo, timm), ``tools/train.py`` (``load_from``,
+    ``--resume``), ``tools/test.py`` and :func:`dat.adapters.mmpretrain.get_model` call it.
 
     Args:
-        model (nn.Module): A model that holds DAT backbones (or is one).
-        source (str | dict): A checkpoint path (its tensors are mapped, not read) or a
-            checkpoint / state dict.
-        pretrained (bool): Optional keys (the output norms) may be missing or extra.
+        model (nn.Module): The model (mmengine's wrappers and TTA models are looked into).
+        source (str | dict): A checkpoint path (its tensors are mapped, not read, by the
+            checks alone) or a checkpoint / state dict.
+        prefix (str, optional): Stripped from the keys (see :func:`strip_prefix`).
+        pretrained (bool): Optional keys may be missing or extra. Default: False.
+        what (str, optional): The model's name in the error. Default: its class name.
+        backbones_only (bool): Check only the backbones inside ``model`` (see
+            :func:`backbones_of`), each under its own name, for loaders that load the rest
+            themselves with ``strict=False`` (mmengine's Runner, mmpretrain's
+            ``get_model``). Default: False (the whole model).
+
+    Returns:
+        tuple: ``(state_dict, fit)``: the weights, adapted and without ``prefix``, and how
+        they fit the whole model (the first backbone's fit with ``backbones_only``).
 
     Raises:
-        CheckpointError: ``the weights do not fit the DAT backbone (embed_dims=...,
-            depths=...): N missing from the checkpoint (first: ...)``.
+        CheckpointError: naming the file and the first keys that do not fit.
     """
-    from .backbones import DAT
-
-    # keys as the unwrapped model names them (DDP and TTA wrappers hold it as ``module``)
-    backbones = [(re.sub(r'^(module\.)+', '', name), module)
-                 for name, module in model.named_modules() if isinstance(module, DAT)]
-    if not backbones:
-        return
-    if isinstance(source, Mapping):
-        state = strip_prefix(split_checkpoint(source)[0], None)
-    else:
-        state = read_state_dict(source, mmap=True)[0]
-    for name, backbone in backbones:
-        fit = fit_state_dict(backbone, dict(state), f'{name}.' if name else '')
+    name, state = _weights(source, prefix)
+    if not backbones_only:
+        model = unwrap(model)
+        fit = fit_state_dict(model, state)
         if fit.problems(pretrained):
-            raise CheckpointError(f'the weights do not fit the {backbone._description()}: '
-                                  f'{fit.describe(pretrained)}; {_PARTIAL_HINT}')
+            where = f' (prefix {prefix!r})' if prefix else ''
+            raise CheckpointError(
+                f'{name}{where} does not fit the {what or type(model).__name__}: '
+                f'{fit.describe(pretrained)}; {_PARTIAL_HINT}')
+        return state, fit
+    fits = []
+    for key, backbone in backbones_of(model):
+        fits.append(fit_state_dict(backbone, state, f'{key}.' if key else ''))
+        if fits[-1].problems(pretrained):
+            raise CheckpointError(f'the weights do not fit the {backbone.weights_name()}: '
+                                  f'{fits[-1].describe(pretrained)}; {_PARTIAL_HINT}')
+    return state, fits[0] if fits else Fit([], [], [], frozenset())
 
 
 class LoadReport(NamedTuple):
@@ -360,17 +408,14 @@ def load_weights(model: nn.Module,
     Raises:
         CheckpointError: naming the file and the first keys that do not fit.
     """
-    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else 'the state dict'
-    what = what or type(model).__name__
-    if isinstance(source, Mapping):
-        state = strip_prefix(split_checkpoint(source, name)[0], prefix)
+    model = unwrap(model)
+    if strict:
+        state, fit = check_fit(model, source, prefix, pretrained, what)
     else:
-        state = read_state_dict(source, prefix)[0]
-    fit = fit_state_dict(model, state)
-    if strict and fit.problems(pretrained):
-        raise CheckpointError(f'{name} (prefix {prefix or ""!r}) does not fit the {what}: '
-                              f'{fit.describe(pretrained)}; {_PARTIAL_HINT}')
-    wrong = [entry.split(' ', 1)[0] for entry in fit.wrong_shape]
+        state = _weights(source, prefix)[1]
+        fit = fit_state_dict(model, state)
+    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else 'the state dict'
+    wrong = [misfit.key for misfit in fit.wrong_shape]
     state = {k: v for k, v in state.items() if k not in wrong}
     model.load_state_dict(state, strict=False)
     report = LoadReport(sum(k not in fit.unexpected for k in state), fit)
@@ -386,18 +431,3 @@ def load_weights(model: nn.Module,
             print_log(f'skipped, not used by this model: {", ".join(fit.unexpected)}',
                       logger=logger)
     return report
-
-
-def build_dat_backbone(backbone_cfg: Mapping) -> nn.Module:
-    """A :class:`DAT` or :class:`DATPlusPlus` from a config's ``model.backbone`` (its
-    ``type`` may carry a registry scope, e.g. ``'mmdet.DAT'``), without its ``init_cfg``
-    (so that nothing is loaded from the config's pretrained path)."""
-    from . import backbones
-
-    kwargs = dict(backbone_cfg)
-    kind = str(kwargs.pop('type', ''))
-    classes = {'DAT': backbones.DAT, 'DATPlusPlus': backbones.DATPlusPlus}
-    if kind.split('.')[-1] not in classes:
-        raise ValueError(f'the backbone type is {kind!r}, not one of {sorted(classes)}')
-    kwargs.pop('init_cfg', None)
-    return classes[kind.split('.')[-1]](**kwargs)

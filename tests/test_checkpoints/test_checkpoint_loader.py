@@ -11,7 +11,7 @@ from ckpt_helpers import ARCH, Payload, runs_code_when_unpickled, write_2022_che
 from mmengine.logging import HistoryBuffer
 
 from dat.models import DAT
-from dat.models.checkpoint import (CheckpointError, check_backbone_fit, load_weights,
+from dat.models.checkpoint import (CheckpointError, Misshaped, check_fit, load_weights,
                                    read_checkpoint, read_state_dict, strip_prefix)
 
 
@@ -200,8 +200,9 @@ def test_load_state_dict_resizes_tables_of_another_size():
 
 def test_our_loaders_refuse_a_misfit_that_mmengines_loader_logs(tmp_path):
     """mmengine's load_checkpoint (strict=False) loads what fits and logs the rest;
-    check_backbone_fit (tools/train.py's load_from, dat.adapters.mmpretrain.get_model) and
-    load_weights refuse the file with the one-line summary."""
+    check_fit (with backbones_only: tools/train.py's load_from,
+    dat.adapters.mmpretrain.get_model; of the whole model: tools/test.py, load_weights)
+    refuses the file with the one-line summary; Fit holds the keys and shapes."""
     from mmengine.runner import load_checkpoint
 
     source = small_dat()
@@ -213,12 +214,18 @@ def test_our_loaders_refuse_a_misfit_that_mmengines_loader_logs(tmp_path):
                r'mis-shaped, checkpoint vs model \(first: stages.3.downsample.proj.weight '
                r'\(64, 64, 2, 2\) vs \(128, 64, 2, 2\)')
     with pytest.raises(CheckpointError, match=summary):
-        check_backbone_fit(wider, path)
+        check_fit(wider, path, backbones_only=True)
     with pytest.raises(CheckpointError, match=summary.replace('first: ', 'first: 0.')):
-        check_backbone_fit(torch.nn.Sequential(wider), {'state_dict': {
-            f'0.{k}': v for k, v in source.state_dict().items()}})
-    with pytest.raises(CheckpointError, match='does not fit the DAT: 38 mis-shaped'):
+        check_fit(torch.nn.Sequential(wider), {'state_dict': {
+            f'0.{k}': v for k, v in source.state_dict().items()}}, backbones_only=True)
+    with pytest.raises(CheckpointError, match=f'{re.escape(str(path))} does not fit the DAT: '
+                       '38 mis-shaped'):
         load_weights(wider, path)
+    fit = load_weights(wider, path, strict=False, logger=None).fit
+    assert len(fit.wrong_shape) == 38 and not fit.missing and not fit.unexpected
+    assert fit.wrong_shape[0] == Misshaped('stages.3.downsample.proj.weight', (64, 64, 2, 2),
+                                           (128, 64, 2, 2))
     load_checkpoint(wider, str(path), map_location='cpu')
     assert torch.equal(wider.patch_embed.proj.weight, source.patch_embed.proj.weight)
-    check_backbone_fit(small_dat(), path)  # a file that fits passes
+    state, fit = check_fit(small_dat(), path)  # a file that fits passes
+    assert fit.problems() == [] and sorted(state) == sorted(source.state_dict())

@@ -61,11 +61,11 @@ def test_the_backbone_decides_which_tables_take_no_decay(configs):
 
 
 def test_necks_and_heads_take_the_backbones_channels(configs):
-    from dat.models.checkpoint import build_dat_backbone
+    from dat.families import build_backbone
 
     for path, cfg in configs.items():
         with torch.device('meta'):
-            backbone = build_dat_backbone(cfg.model.backbone)
+            backbone = build_backbone(cfg.model.backbone)
         channels = backbone.num_features
         model = cfg.model
         if 'neck' in model and 'in_channels' in model.neck:

@@ -11,8 +11,7 @@ from einops import rearrange
 from mini_configs import DAT_ARCH_2X, DATPP_ARCH
 
 from dat.models import DAT, DATPlusPlus
-from dat.models.layers import (DeformableAttention, DeformableAttentionPlusPlus,
-                               set_attention_impl)
+from dat.models.layers import DeformableAttention, DeformableAttentionPlusPlus, set_attention_impl
 from dat.models.layers.bilinear import axis_weights, sample_rows, separable_position_bias
 from dat.models.layers.deformable_attention import reference_axis, sample_position_bias
 

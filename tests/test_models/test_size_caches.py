@@ -44,7 +44,6 @@ def test_cache_bytes_do_not_grow_over_30_sizes():
     after 3. The last three sizes are the first three transposed (distinct sizes whose
     masks have the same number of bytes), so a bounded cache holds the same bytes after
     both; a cache that keeps every size would hold about ten times as much."""
-    window_attention.WINDOW_MASKS.clear()
     torch.manual_seed(0)
     model = DAT('tiny', out_indices=(0, 1, 2, 3), drop_path_rate=0.2).train()
     sides = range(64, 257, 32)
@@ -63,27 +62,45 @@ def test_cache_bytes_do_not_grow_over_30_sizes():
     after_30 = cached_bytes(model)
     print(f'\ncached bytes after 3 sizes: {after_3}, after 30 sizes: {after_30}')
     assert 0 < after_3 and after_30 <= after_3
-    assert len(window_attention.WINDOW_MASKS) <= window_attention.MASK_CACHE_ENTRIES
+    cache = model.size_caches['window_masks']
+    assert 0 < len(cache) <= window_attention.MASK_CACHE_ENTRIES
 
 
-def test_window_masks_are_shared_and_reused(monkeypatch):
+class CountingCache(SizeCache):
+    """A SizeCache that records the keys it builds a value for."""
+
+    def __init__(self, max_entries: int):
+        super().__init__(max_entries)
+        self.built = []
+
+    def get(self, key, build):
+        return super().get(key, lambda: self.built.append(key[:4]) or build())
+
+
+def test_window_masks_are_shared_and_reused():
     """One forward builds each distinct mask once (the three L blocks of stage 3 share
-    theirs); a second forward at the same size builds none."""
-    window_attention.WINDOW_MASKS.clear()
-    built = []
-    build = window_attention.build_window_mask
-
-    def counted(*args):
-        built.append(args[:4])
-        return build(*args)
-    monkeypatch.setattr(window_attention, 'build_window_mask', counted)
+    theirs); a second forward at the same size builds none. The backbone's window layers
+    share one cache, their ``mask_cache``."""
     model = DAT('tiny', out_indices=(0, 1, 2, 3)).eval()
-    n_window_layers = sum(isinstance(m, WindowAttention) for m in model.modules())
+    layers = [m for m in model.modules() if isinstance(m, WindowAttention)]
+    assert len(layers) == 8 and all(m.mask_cache is model.size_caches['window_masks']
+                                    for m in layers)
+    counting = CountingCache(window_attention.MASK_CACHE_ENTRIES)
+    for layer in layers:
+        layer.mask_cache = counting
     with torch.no_grad():
         model(torch.randn(1, 3, 96, 128))
-        # stages 1-2: L and S; stages 3-4: L (window 7, shift 4)
-        assert sorted(built) == sorted([(24, 32, 7, 0), (24, 32, 7, 4), (12, 16, 7, 0),
-                                        (12, 16, 7, 4), (6, 8, 7, 0), (3, 4, 7, 0)])
-        assert n_window_layers == 8
+        # (window, shift, height, width): stages 1-2: L and S; stages 3-4: L
+        assert sorted(counting.built) == sorted([(7, 0, 24, 32), (7, 4, 24, 32), (7, 0, 12, 16),
+                                                 (7, 4, 12, 16), (7, 0, 6, 8), (7, 0, 3, 4)])
         model(torch.randn(2, 3, 96, 128))
-    assert len(built) == 6
+    assert len(counting.built) == 6
+
+
+def test_two_models_keep_their_own_masks():
+    """Caches belong to the model: a second model neither reads nor fills the first's."""
+    first, second = DAT('tiny').eval(), DAT('tiny').eval()
+    with torch.no_grad():
+        first(torch.randn(1, 3, 96, 128))
+    assert len(first.size_caches['window_masks']) == 6
+    assert len(second.size_caches['window_masks']) == 0

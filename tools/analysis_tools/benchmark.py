@@ -47,14 +47,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 
-from dat.models import DAT, DATPlusPlus  # noqa: E402
+from dat.families import FAMILIES, family_by_key  # noqa: E402
 from dat.models.layers import ATTENTION_IMPLS, attention_kernels, set_attention_impl  # noqa: E402
 
 ARCHS = ('tiny', 'small', 'base')
-#: Stochastic depth of the ImageNet recipes of DAT and Swin, by size.
+#: Stochastic depth of Swin's ImageNet recipe, by size (the families': dat.families).
 DROP_PATH = dict(tiny=0.2, small=0.3, base=0.5)
-#: The same for DAT++ (configs/_base_/models/datpp-*.py).
-DROP_PATH_PP = dict(tiny=0.2, small=0.4, base=0.7)
 AMP_DTYPES = dict(bf16=torch.bfloat16, fp16=torch.float16, none=None)
 #: Defaults by device. On the CPU: fp32 and a few small iterations, so that the DAT-T run
 #: with the defaults (train, then inference) takes about a minute on 2 cores.
@@ -70,7 +68,7 @@ def parse_args(argv=None):
     model.add_argument('--arch', choices=ARCHS, default=None,
                        help='DAT size with a linear head (default: tiny)')
     model.add_argument('--config', help='build the model of this config instead')
-    parser.add_argument('--model', choices=('dat', 'datpp'), default='dat',
+    parser.add_argument('--model', choices=[f.key for f in FAMILIES.values()], default='dat',
                         help='with --arch: DAT or DAT++ (default: dat)')
     parser.add_argument('--batch-size', type=int, default=None,
                         help='default: 128 on CUDA, 16 on the CPU')
@@ -145,11 +143,9 @@ def build_models(args) -> List[Tuple[str, str, nn.Module]]:
     if args.config:
         name = os.path.splitext(os.path.basename(args.config))[0]
         return [(name, args.impl, build_from_config(args.config))]
-    if args.model == 'datpp':
-        dat = DATPlusPlus(args.arch, img_size=args.img_size,
-                          drop_path_rate=DROP_PATH_PP[args.arch])
-    else:
-        dat = DAT(args.arch, img_size=args.img_size, drop_path_rate=DROP_PATH[args.arch])
+    family = family_by_key(args.model)
+    dat = family.backbone(args.arch, img_size=args.img_size,
+                          drop_path_rate=family.drop_path[args.arch])
     models = [(f'{args.model}-{args.arch}', args.impl, Classifier(dat, dat.num_features[-1]))]
     if args.compare == 'swin':
         import timm

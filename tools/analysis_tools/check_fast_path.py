@@ -44,8 +44,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 
 from dat.models import DAT, DATPlusPlus  # noqa: E402
-from dat.models.layers import (attention_kernels, attention_layers,  # noqa: E402
-                               set_attention_impl)
+from dat.models.layers import attention_kernels, attention_layers, set_attention_impl  # noqa: E402
 
 #: A scaled-down DAT with every block kind, for quick CPU runs.
 MINI = dict(embed_dims=[16, 32, 64, 64], depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 4],

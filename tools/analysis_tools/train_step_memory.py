@@ -28,8 +28,10 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 
-#: Stochastic depth of the ImageNet recipes, by size.
+#: Stochastic depth of Swin's ImageNet recipe, by size (the families': dat.families).
 DROP_PATH = dict(tiny=0.2, small=0.3, base=0.5)
+#: The DAT families by their key (``dat``, ``datpp``) and Swin (timm's).
+MODELS = ('dat', 'datpp', 'swin')
 
 
 def parse_args(argv=None):
@@ -44,7 +46,7 @@ def parse_args(argv=None):
     for spec in args.models:
         family, _, rest = spec.partition('-')
         arch, _, impl = rest.partition(':')
-        if family not in ('dat', 'datpp', 'swin') or arch not in DROP_PATH or not impl \
+        if family not in MODELS or arch not in DROP_PATH or not impl \
                 or (family == 'swin') != (impl == 'timm'):
             parser.error(f'model {spec!r}: expected ARCH:IMPL with ARCH one of dat-tiny, '
                          f'dat-small, dat-base, datpp-tiny, datpp-small, datpp-base, or '
@@ -66,7 +68,7 @@ def measure(spec: str, img_size: int, batch_size: int) -> dict:
     import torch.nn as nn
     import torch.nn.functional as F
 
-    from dat.models import DAT, DATPlusPlus
+    from dat.families import family_by_key
     from dat.models.layers import attention_kernels
 
     family, _, rest = spec.partition('-')
@@ -79,8 +81,9 @@ def measure(spec: str, img_size: int, batch_size: int) -> dict:
         forward = model
         kernels = ['timm']
     else:
-        cls = DATPlusPlus if family == 'datpp' else DAT
-        backbone = cls(arch, img_size=img_size, drop_path_rate=DROP_PATH[arch], attn_impl=impl)
+        entry = family_by_key(family)
+        backbone = entry.backbone(arch, img_size=img_size, drop_path_rate=entry.drop_path[arch],
+                                  attn_impl=impl)
         head = nn.Linear(backbone.num_features[-1], 1000)
         model = nn.ModuleDict(dict(backbone=backbone, head=head)).train()
         kernels = sorted(set(attention_kernels(backbone).values()))

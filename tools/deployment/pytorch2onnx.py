@@ -75,12 +75,13 @@ def load_config(config: str):
 
 def build(cfg, checkpoint: Optional[str], backbone: bool):
     """The module to export and the names of its outputs."""
-    from dat.models.checkpoint import build_dat_backbone, load_weights
+    from dat.families import build_backbone
+    from dat.models.checkpoint import load_weights
 
     torch.manual_seed(0)
     try:
         if backbone:
-            model = build_dat_backbone(cfg.model.backbone.to_dict())
+            model = build_backbone(cfg.model.backbone.to_dict())
             if checkpoint:
                 load_weights(model, checkpoint, prefix='backbone.',
                              what='DAT backbone of the config', logger=None)

@@ -55,14 +55,12 @@ import numpy as np
 import torch
 
 from dat.cli import data_preprocessor, fail, load_config
+from dat.families import build_backbone, family_of
 
 #: Default mean / std (RGB, 0-255) when the config has no data preprocessor.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 PATCH_STRIDE = 4
-#: c in ``input pixel = (f + c) * t - c`` for cell index f of a map with stride t: the
-#: centre of what the cell sees (DAT: non-overlapping patches; DAT++: padded 3x3 convs).
-CELL_CENTRE = {'DAT': 0.5, 'DATPlusPlus': 0.0}
 PANELS_PER_ROW = 3
 #: Circle diameter, in cells of the feature map, of a key with the uniform weight 1 / keys;
 #: the area grows with the weight, up to MAX_DIAMETER.
@@ -93,10 +91,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_backbone(config: str, checkpoint: Optional[str]):
+def load_backbone(config: str, checkpoint: Optional[str]):
     """The DAT backbone of ``config`` with ``checkpoint`` loaded, the normalisation mean and
     std, and the short side of its training size."""
-    from dat.models.checkpoint import build_dat_backbone, load_weights
+    from dat.models.checkpoint import load_weights
 
     cfg = load_config(config)
     if 'model' not in cfg or 'backbone' not in cfg.model:
@@ -104,7 +102,7 @@ def build_backbone(config: str, checkpoint: Optional[str]):
     backbone_cfg = cfg.model.backbone.to_dict()
     torch.manual_seed(0)
     try:
-        model = build_dat_backbone(backbone_cfg)
+        model = build_backbone(backbone_cfg)
         if checkpoint is not None:
             load_weights(model, checkpoint, prefix='backbone.',
                          what=f'backbone of {config}', logger=None)
@@ -255,7 +253,7 @@ def draw(img: np.ndarray, panels: List[Dict], out: str):
 def main(argv: Optional[Sequence[str]] = None):
     args = parse_args(argv)
     img = read_image(args.img)
-    model, mean, std, short_side = build_backbone(args.config, args.checkpoint)
+    model, mean, std, short_side = load_backbone(args.config, args.checkpoint)
     stage, blocks = deformable_blocks(model, args.stage)
     if args.block is not None:
         if args.block not in blocks:
@@ -273,7 +271,7 @@ def main(argv: Optional[Sequence[str]] = None):
     except ValueError as err:  # an input smaller than DAT takes
         fail(f'{args.img}, resized to {tuple(x.shape[-2:])}: {err}')
     stride = PATCH_STRIDE * 2 ** stage
-    centre = CELL_CENTRE[type(model).__name__]
+    centre = family_of(type(model)).cell_centre
     panels = [panel_data(info[f'stage{stage}.block{j}'], f'stage{stage}.block{j}',
                          tuple(args.query) if args.query else None, stride, centre,
                          img.shape[:2], tuple(x.shape[-2:])) for j in blocks]

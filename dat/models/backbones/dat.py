@@ -12,7 +12,7 @@ Inside the backbone tensors are channels-last (B, H, W, C); the outputs are (B, 
 The attention layers live in ``dat/models/layers``; the deformable one, with its math, is
 ``deformable_attention.py``.
 """
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -21,9 +21,10 @@ from mmengine.model import BaseModule
 from timm.layers import DropPath, Mlp
 
 from ..checkpoint import load_weights
-from ..layers import (DeformableAttention, WindowAttention, attention_kernels, attention_layers,
-                      check_attention_impl)
+from ..layers import (DeformableAttention, SizeCache, WindowAttention, attention_kernels,
+                      attention_layers, check_attention_impl)
 from ..layers.common import summarize_kernels
+from ..layers.window_attention import MASK_CACHE_ENTRIES
 
 PATCH_SIZE = 4
 #: The smallest input side: the stem divides by 4, then three stages by 2.
@@ -32,6 +33,20 @@ MIN_INPUT_SIZE = PATCH_SIZE * 2 ** 3
 OFFSET_KERNEL_SIZES = (9, 7, 5, 3)
 #: Stages of every DAT and DAT++ model.
 NUM_STAGES = 4
+
+
+class StageSpec(NamedTuple):
+    """How the blocks of one stage are built: what :meth:`DAT._make_block` reads."""
+    index: int  #: the stage, 0..3
+    dim: int  #: channels
+    num_heads: int
+    groups: int  #: offset groups of the D blocks
+    fmap: Tuple[int, int]  #: the training feature map (sets the D blocks' position tables)
+    local_size: int  #: the window side of L / S blocks (DAT), the neighbourhood of N (DAT++)
+    with_cp: bool  #: gradient checkpointing of each block
+    #: Recompute cheap activations in the backward instead of keeping them (DAT++'s conv
+    #: MLP); off under ``with_cp``, whose checkpoint must see every saved tensor.
+    recompute_act: bool
 
 
 def _is_int(value) -> bool:
@@ -144,6 +159,7 @@ class DATBlock(nn.Module):
 
     @property
     def deformable(self) -> bool:
+        """Whether the block's attention is deformable (a D block, in DAT and DAT++)."""
         return isinstance(self.attn, DeformableAttention)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -262,6 +278,8 @@ class DAT(BaseModule):
         super().__init__(init_cfg=init_cfg)
         self.attn_impl = check_attention_impl(attn_impl)
         self._logged_impl = False
+        #: The per-size tensors (window masks, ...) that layers of one kind share, by kind.
+        self.size_caches: Dict[str, SizeCache] = {}
         self.arch_settings = self.parse_arch(arch)
         dims = self.arch_settings['embed_dims']
         depths = self.arch_settings['depths']
@@ -279,9 +297,10 @@ class DAT(BaseModule):
         drop_path = [drop_path_rate * k / max(n_blocks - 1, 1) for k in range(n_blocks)]
         self.patch_embed = self._make_stem(in_channels, dims[0])
         self.stages = nn.ModuleList()
-        for i in range(4):
+        for i in range(NUM_STAGES):
             fmap = (img_h // PATCH_SIZE // 2 ** i, img_w // PATCH_SIZE // 2 ** i)
-            blocks = [self._make_block(kind, i, fmap, windows[i], drop_path[sum(depths[:i]) + j])
+            spec = self._stage_spec(i, fmap, windows[i], with_cp)
+            blocks = [self._make_block(kind, spec, drop_path[sum(depths[:i]) + j])
                       for j, kind in enumerate(self.arch_settings['block_types'][i])]
             downsample = self._make_downsample(dims[i - 1], dims[i]) if i > 0 else None
             self.stages.append(DATStage(downsample, blocks, with_cp))
@@ -299,18 +318,32 @@ class DAT(BaseModule):
         """(B, H, W, in_dim) -> (B, H/2, W/2, out_dim), at the start of stages 1-3."""
         return Downsample(in_dim, out_dim)
 
-    def _make_block(self, kind: str, stage: int, fmap: Tuple[int, int], window: int,
-                    drop_path: float) -> nn.Module:
-        """A block of ``kind`` in ``stage``, whose training feature map is ``fmap``."""
-        dim = self.arch_settings['embed_dims'][stage]
-        heads = self.arch_settings['num_heads'][stage]
+    def _stage_spec(self, stage: int, fmap: Tuple[int, int], window: int,
+                    with_cp: bool) -> StageSpec:
+        """How the blocks of ``stage`` are built, whose training feature map is ``fmap``."""
+        settings = self.arch_settings
+        return StageSpec(index=stage, dim=settings['embed_dims'][stage],
+                         num_heads=settings['num_heads'][stage],
+                         groups=settings['groups'][stage], fmap=fmap, local_size=window,
+                         with_cp=with_cp, recompute_act=not with_cp)
+
+    def _shared_cache(self, kind: str, entries: int) -> SizeCache:
+        """The backbone's bounded cache of per-size tensors of ``kind``, for its layers."""
+        if kind not in self.size_caches:
+            self.size_caches[kind] = SizeCache(entries)
+        return self.size_caches[kind]
+
+    def _make_block(self, kind: str, spec: StageSpec, drop_path: float) -> nn.Module:
+        """A block of ``kind`` (a letter of ``block_types``) in the stage of ``spec``."""
         if kind == 'D':
-            attn = DeformableAttention(dim, heads, self.arch_settings['groups'][stage], fmap,
-                                       OFFSET_KERNEL_SIZES[stage], attn_impl=self.attn_impl)
+            attn = DeformableAttention(spec.dim, spec.num_heads, spec.groups, spec.fmap,
+                                       OFFSET_KERNEL_SIZES[spec.index], attn_impl=self.attn_impl)
         else:
-            attn = WindowAttention(dim, heads, window, shift=kind == 'S',
-                                   attn_impl=self.attn_impl)
-        return DATBlock(dim, attn, drop_path)
+            attn = WindowAttention(spec.dim, spec.num_heads, spec.local_size, shift=kind == 'S',
+                                   attn_impl=self.attn_impl,
+                                   mask_cache=self._shared_cache('window_masks',
+                                                                 MASK_CACHE_ENTRIES))
+        return DATBlock(spec.dim, attn, drop_path)
 
     @classmethod
     def parse_arch(cls, arch: Union[str, Dict]) -> Dict:
@@ -331,8 +364,8 @@ class DAT(BaseModule):
                              f'missing {sorted(missing)}')
         settings = {key: list(arch[key]) for key in cls.arch_keys}
         for key in cls.arch_keys:
-            if len(settings[key]) != 4:
-                raise ValueError(f'arch[{key!r}] needs one entry per stage (4), '
+            if len(settings[key]) != NUM_STAGES:
+                raise ValueError(f'arch[{key!r}] needs one entry per stage ({NUM_STAGES}), '
                                  f'got {settings[key]}')
         for key in ('embed_dims', 'depths', 'num_heads'):
             if not all(_is_int(v) and v >= 1 for v in settings[key]):
@@ -358,7 +391,7 @@ class DAT(BaseModule):
         if self.frozen_stages < 0:
             return
         modules = [self.patch_embed]
-        for i in range(min(self.frozen_stages, 4)):
+        for i in range(min(self.frozen_stages, NUM_STAGES)):
             modules.append(self.stages[i])
             if i in self.out_indices:
                 modules.append(getattr(self, f'norm{i}'))
@@ -383,7 +416,7 @@ class DAT(BaseModule):
         if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
             return super().init_weights()
         load_weights(self, cfg['checkpoint'], prefix=cfg.get('prefix'),
-                     strict=cfg.get('strict', True), pretrained=True, what=self._description())
+                     strict=cfg.get('strict', True), pretrained=True, what=self.weights_name())
         self._is_init = True
 
     #: Keys (relative to the backbone) that a pretrained checkpoint may lack or carry in
@@ -391,7 +424,9 @@ class DAT(BaseModule):
     #: :mod:`dat.models.checkpoint`).
     optional_state_keys = r'norm\d+\.'
 
-    def _description(self) -> str:
+    def weights_name(self) -> str:
+        """The backbone in the errors of :func:`~dat.models.checkpoint.check_fit`, which
+        checks a module that has this method as a whole (``backbones_only``)."""
         return (f'{self.display_name} backbone (embed_dims={self.arch_settings["embed_dims"]}, '
                 f'depths={self.arch_settings["depths"]})')
 
@@ -426,19 +461,29 @@ class DAT(BaseModule):
             logger.info(f'DAT attention: attn_impl={self.attn_impl!r} runs {kernels} on '
                         f'{device.type}')
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """(B, C, H, W) -> one (B, C_i, H_i, W_i) map per stage in ``out_indices``."""
+    def forward_stages(self, x: torch.Tensor, keep: Sequence[int],
+                       stop_early: bool = False) -> List[torch.Tensor]:
+        """The stem and the stages: (B, C, H, W) -> the channels-last outputs (B, H_i, W_i,
+        C_i) of the stages in ``keep`` (ascending), before any output norm. With
+        ``stop_early`` the stages after the last of ``keep`` do not run. :meth:`forward` and
+        the timm model (:mod:`dat.timm_models`) both run the network through this method."""
         self._check_input(x)
         if not self._logged_impl and not torch.compiler.is_compiling():
             self._log_attention_impl(x.device)
         x = self.patch_embed(x)
+        stages = self.stages[:max(keep) + 1] if stop_early else self.stages
         outs = []
-        for i, stage in enumerate(self.stages):
+        for i, stage in enumerate(stages):
             x = stage(x)
-            if i in self.out_indices:
-                out = getattr(self, f'norm{i}')(x)
-                outs.append(out.permute(0, 3, 1, 2).contiguous())
-        return tuple(outs)
+            if i in keep:
+                outs.append(x)
+        return outs
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """(B, C, H, W) -> one (B, C_i, H_i, W_i) map per stage in ``out_indices``."""
+        maps = self.forward_stages(x, self.out_indices)
+        return tuple(getattr(self, f'norm{i}')(out).permute(0, 3, 1, 2).contiguous()
+                     for i, out in zip(self.out_indices, maps))
 
     def forward_with_deform_info(self, x: torch.Tensor):
         """:meth:`forward`, and what each D block looked at (for visualisation).

@@ -22,7 +22,8 @@ import torch.nn as nn
 from timm.layers import DropPath
 
 from ..layers import DeformableAttentionPlusPlus, NeighborhoodAttention
-from .dat import DAT, OFFSET_KERNEL_SIZES
+from ..layers.neighborhood_attention import TILE_PLAN_ENTRIES
+from .dat import DAT, OFFSET_KERNEL_SIZES, DATBlock, StageSpec
 
 #: Neighbourhood side of the N blocks (``nat_ksizes`` of every released model).
 NEIGHBORHOOD_SIZE = 7
@@ -133,17 +134,20 @@ class DATPlusPlusBlock(nn.Module):
         attn (nn.Module): NeighborhoodAttention (N) or DeformableAttentionPlusPlus (D).
         drop_path (float): Stochastic depth rate of this block.
         mlp_ratio (float): MLP expansion. Default: 4.
+        recompute_act (bool): See :class:`ConvMlp`. Default: True.
     """
 
-    def __init__(self, dim: int, attn: nn.Module, drop_path: float, mlp_ratio: float = 4.0):
+    deformable = DATBlock.deformable
+
+    def __init__(self, dim: int, attn: nn.Module, drop_path: float, mlp_ratio: float = 4.0,
+                 recompute_act: bool = True):
         super().__init__()
         self.lpu = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
         self.norm1 = nn.LayerNorm(dim)
         self.attn = attn
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = ConvMlp(dim, int(dim * mlp_ratio))
+        self.mlp = ConvMlp(dim, int(dim * mlp_ratio), recompute_act)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.deformable = isinstance(attn, DeformableAttentionPlusPlus)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.lpu(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
@@ -226,12 +230,10 @@ class DATPlusPlus(DAT):
                  with_cp: bool = False,
                  attn_impl: str = 'auto',
                  init_cfg: Optional[Dict] = None):
-        # DAT's window size is the neighbourhood of the N blocks here
-        super().__init__(arch, img_size, NEIGHBORHOOD_SIZE, in_channels, drop_path_rate,
-                         out_indices, frozen_stages, with_cp, attn_impl, init_cfg)
-        for module in self.modules():
-            if isinstance(module, ConvMlp):
-                module.recompute_act = not with_cp
+        super().__init__(arch=arch, img_size=img_size, in_channels=in_channels,
+                         drop_path_rate=drop_path_rate, out_indices=out_indices,
+                         frozen_stages=frozen_stages, with_cp=with_cp, attn_impl=attn_impl,
+                         init_cfg=init_cfg)
 
     def _make_stem(self, in_channels: int, dim: int) -> nn.Module:
         return ConvStem(in_channels, dim)
@@ -239,14 +241,21 @@ class DATPlusPlus(DAT):
     def _make_downsample(self, in_dim: int, out_dim: int) -> nn.Module:
         return ConvDownsample(in_dim, out_dim)
 
-    def _make_block(self, kind: str, stage: int, fmap: Tuple[int, int], window: int,
-                    drop_path: float) -> nn.Module:
-        dim = self.arch_settings['embed_dims'][stage]
-        heads = self.arch_settings['num_heads'][stage]
+    def _stage_spec(self, stage: int, fmap: Tuple[int, int], window: int,
+                    with_cp: bool) -> StageSpec:
+        # no window_size argument: the local blocks are N blocks of the released size
+        return super()._stage_spec(stage, fmap, window, with_cp)._replace(
+            local_size=NEIGHBORHOOD_SIZE)
+
+    def _make_block(self, kind: str, spec: StageSpec, drop_path: float) -> nn.Module:
         if kind == 'D':
-            attn = DeformableAttentionPlusPlus(dim, heads, self.arch_settings['groups'][stage],
-                                               fmap, OFFSET_KERNEL_SIZES[stage],
-                                               KEY_STRIDES[stage], attn_impl=self.attn_impl)
+            attn = DeformableAttentionPlusPlus(
+                spec.dim, spec.num_heads, spec.groups, spec.fmap,
+                OFFSET_KERNEL_SIZES[spec.index], KEY_STRIDES[spec.index],
+                attn_impl=self.attn_impl)
         else:
-            attn = NeighborhoodAttention(dim, heads, window, attn_impl=self.attn_impl)
-        return DATPlusPlusBlock(dim, attn, drop_path)
+            attn = NeighborhoodAttention(spec.dim, spec.num_heads, spec.local_size,
+                                         attn_impl=self.attn_impl,
+                                         tile_plans=self._shared_cache('tile_plans',
+                                                                       TILE_PLAN_ENTRIES))
+        return DATPlusPlusBlock(spec.dim, attn, drop_path, recompute_act=spec.recompute_act)

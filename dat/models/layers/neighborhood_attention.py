@@ -27,7 +27,7 @@ Two kernels (``attn_impl``, see :mod:`dat.models.layers.common`):
   scores), so a block stores q, k and v only. Its numbers equal the reference's up to
   rounding (``tests/test_models/test_neighborhood_attention.py``).
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -43,8 +43,10 @@ from .fast_attention import aligned_mask
 #: keys, of which K^2 are in its window; T = 8 stored the least at DAT-T++'s 896 px sizes
 #: (docs/benchmarks.md).
 TILE = 8
-#: The tiles' key indices and window masks, keyed by (height, width, K, T, device).
-TILE_PLANS = SizeCache(8)
+#: The tile plans (key indices and window masks, by height, width, K, T and device) that a
+#: layer keeps (:attr:`NeighborhoodAttention.tile_plans`); the backbone gives its N layers one
+#: cache, which one input size fills with one plan per stage.
+TILE_PLAN_ENTRIES = 8
 
 
 def window_starts(length: int, kernel_size: int, device: torch.device) -> torch.Tensor:
@@ -118,24 +120,26 @@ def tile_axis(length: int, kernel_size: int, tile: int,
     return pad, n, keys.clamp(0, length - 1), inside
 
 
-def tile_plan(height: int, width: int, kernel_size: int, tile: int, device: torch.device):
+def tile_plan(height: int, width: int, kernel_size: int, tile: int, device: torch.device,
+              plans: Optional[SizeCache] = None):
     """The padding (top, left), tile counts (rows, columns), flat key indices
     (n_tiles * halo,) and window mask (n_tiles, T*T, halo) of a (height, width) map;
-    cached in :data:`TILE_PLANS`."""
+    kept in ``plans`` (built each time without one)."""
     def build():
         pad_y, n_y, keys_y, inside_y = tile_axis(height, kernel_size, tile, device)
         pad_x, n_x, keys_x, inside_x = tile_axis(width, kernel_size, tile, device)
         keys = keys_y[:, None, :, None] * width + keys_x[None, :, None, :]  # (ny, nx, L, L)
         inside = inside_y[:, None, :, None, :, None] & inside_x[None, :, None, :, None, :]
         return keys.reshape(-1), rearrange(inside, 'ny nx u v l m -> (ny nx) (u v) (l m)')
-    keys, inside = TILE_PLANS.get((height, width, kernel_size, tile, device), build)
+    keys, inside = build() if plans is None else \
+        plans.get((height, width, kernel_size, tile, device), build)
     (pad_y, n_y), (pad_x, n_x) = (axis_tiles(n, kernel_size, tile) for n in (height, width))
     return [pad_y, pad_x, n_y, n_x], keys, inside
 
 
 def blocked_neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                                   rpb: torch.Tensor, scale: float,
-                                   tile: int = TILE) -> torch.Tensor:
+                                   rpb: torch.Tensor, scale: float, tile: int = TILE,
+                                   plans: Optional[SizeCache] = None) -> torch.Tensor:
     """Neighbourhood attention by tiles with SDPA: (B, H, W, M, d) each -> (B, H, W, M, d).
 
     ``q`` is not scaled (``scale`` is SDPA's); ``rpb`` is (M, 2K - 1, 2K - 1); the map is at
@@ -144,7 +148,7 @@ def blocked_neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Te
     B, H, W, M, d = q.shape
     K, T = (rpb.shape[-1] + 1) // 2, tile
     L = T + K - 1
-    (pad_y, pad_x, n_y, n_x), keys, inside = tile_plan(H, W, K, T, q.device)
+    (pad_y, pad_x, n_y, n_x), keys, inside = tile_plan(H, W, K, T, q.device, plans)
     # The bias of query (u, v) and key (l, m) of a tile: rpb[dy + K - 1, dx + K - 1] with
     # dy = l - K // 2 - u, the same in every tile (pairs out of range are masked anyway).
     index = (torch.arange(L, device=q.device) - torch.arange(T, device=q.device)[:, None]
@@ -173,14 +177,18 @@ class NeighborhoodAttention(AttentionImplMixin, nn.Module):
         kernel_size (int): Neighbourhood side K (odd). Default: 7.
         attn_impl (str): ``'reference'`` or ``'sdpa'`` (see the module's docstring);
             ``'auto'`` is ``'sdpa'`` on every device. Default: ``'auto'``.
+        tile_plans (SizeCache, optional): Where the ``'sdpa'`` kernel keeps its tile plans,
+            shared by the layers that are given the same cache. Default: one of its own.
 
     Parameter names (those of natten's ``NeighborhoodAttention2D``): ``qkv``, ``proj``
     (linear layers) and ``rpb`` (M, 2K - 1, 2K - 1).
     """
 
-    def __init__(self, dim: int, num_heads: int, kernel_size: int = 7, attn_impl: str = 'auto'):
+    def __init__(self, dim: int, num_heads: int, kernel_size: int = 7, attn_impl: str = 'auto',
+                 tile_plans: Optional[SizeCache] = None):
         super().__init__()
         self.init_attention_impl(attn_impl)
+        self.tile_plans = SizeCache(TILE_PLAN_ENTRIES) if tile_plans is None else tile_plans
         if dim % num_heads:
             raise ValueError(f'dim={dim} is not divisible by num_heads={num_heads}')
         if kernel_size < 3 or kernel_size % 2 == 0:
@@ -221,9 +229,10 @@ class NeighborhoodAttention(AttentionImplMixin, nn.Module):
                 # The halos and masks are rebuilt in the backward (as flash attention
                 # recomputes its scores), so only q, k and v are stored.
                 out = checkpoint(blocked_neighborhood_attention, q, k, v, self.rpb,
-                                 self.scale, use_reentrant=False)
+                                 self.scale, TILE, self.tile_plans, use_reentrant=False)
             else:
-                out = blocked_neighborhood_attention(q, k, v, self.rpb, self.scale)
+                out = blocked_neighborhood_attention(q, k, v, self.rpb, self.scale, TILE,
+                                                     self.tile_plans)
         else:
             q, k, v = rearrange(qkv, 'b h w three m d -> three b m (h w) d').unbind(0)
             out = neighborhood_attention(q * self.scale, k, v, self.rpb, padded_h, padded_w)

@@ -9,9 +9,9 @@ Any feature-map size: the map is padded at the bottom and right to a multiple of
 Padded tokens are masked out as keys, so real tokens never attend to padding; the shift
 mask is built for the padded map. Without padding, the numbers are the 2022 ones.
 
-The masks depend only on the map size, the window and the shift; they are kept in one
-small LRU cache (:data:`WINDOW_MASKS`) shared by all window layers, so memory does not grow
-with the number of input sizes (docs/benchmarks.md has the build-vs-cache measurement).
+The masks depend only on the map size, the window and the shift; a layer keeps them in a
+small LRU cache (:attr:`WindowAttention.mask_cache`), which the backbone shares between its
+window layers, so memory does not grow with the number of input sizes.
 
 ``attn_impl`` (see :mod:`dat.models.layers.common`): ``'reference'`` is the plain PyTorch
 code below (``'auto'`` off CUDA); ``'sdpa'`` (``'auto'`` on CUDA) runs the same math with
@@ -32,12 +32,11 @@ from .fast_attention import window_sdpa
 
 #: Logit added to masked pairs, as in the 2022 release.
 MASK_VALUE = -100.0
-#: The window masks kept, keyed by (window, shift, height, width, device). One forward of
-#: DAT-T/S/B at one input size asks for at most 6 (L and S blocks of stages 1-2, L blocks of
-#: stages 3-4), so a fixed-size run builds each mask once and a multi-scale run holds the
-#: masks of about one input size.
+#: The window masks a mask cache keeps, keyed by (window, shift, height, width, device).
+#: One forward of DAT-T/S/B at one input size asks its backbone's cache for at most 6 (L and
+#: S blocks of stages 1-2, L blocks of stages 3-4), so a fixed-size run builds each mask once
+#: and a multi-scale run holds the masks of about one input size.
 MASK_CACHE_ENTRIES = 8
-WINDOW_MASKS = SizeCache(MASK_CACHE_ENTRIES)
 
 
 def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
@@ -99,17 +98,20 @@ class WindowAttention(AttentionImplMixin, nn.Module):
         shift (bool): Shift the windows by ``ceil(w / 2)`` (the S block). Default: False.
         attn_impl (str): ``'auto'``, ``'reference'`` or ``'sdpa'``; see the module's
             docstring. Default: ``'auto'``.
+        mask_cache (SizeCache, optional): Where the layer keeps its masks, shared by the
+            layers that are given the same cache. Default: one of its own.
 
     Parameter names: ``qkv``, ``proj`` (linear layers) and
     ``relative_position_bias_table`` ((2w-1)^2, heads).
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, shift: bool = False,
-                 attn_impl: str = 'auto'):
+                 attn_impl: str = 'auto', mask_cache: Optional[SizeCache] = None):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f'dim={dim} is not divisible by num_heads={num_heads}')
         self.init_attention_impl(attn_impl)
+        self.mask_cache = SizeCache(MASK_CACHE_ENTRIES) if mask_cache is None else mask_cache
         self.num_heads = num_heads
         self.window_size = window_size
         self.shift_size = math.ceil(window_size / 2) if shift else 0
@@ -129,11 +131,11 @@ class WindowAttention(AttentionImplMixin, nn.Module):
         """(nW, N, N) additive mask for a (height, width) map, or None if nothing is masked.
 
         A pair is masked when the key is padding, or (S block) when query and key come
-        from different regions of the rolled map. Cached in :data:`WINDOW_MASKS`.
+        from different regions of the rolled map. Kept in :attr:`mask_cache`.
         """
         w, s = self.window_size, self.shift_size
-        return WINDOW_MASKS.get((w, s, height, width, device),
-                                lambda: build_window_mask(height, width, w, s, device))
+        return self.mask_cache.get((w, s, height, width, device),
+                                   lambda: build_window_mask(height, width, w, s, device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
