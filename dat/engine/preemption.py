@@ -75,6 +75,8 @@ def stop_signal_names():
     extra = os.environ.get('DAT_STOP_SIGNALS', '')
     names = list(STOP_SIGNALS)
     for name in filter(None, (n.strip().upper() for n in extra.split(','))):
+        if name.isdigit():  # srun --signal=10@120
+            name = signal.Signals(int(name)).name
         name = name if name.startswith('SIG') else 'SIG' + name
         if name not in names:
             names.append(name)
