@@ -8,13 +8,13 @@ from .faults import (CheckpointSaveError, NonFiniteError, TrainingFault, Unreada
                      last_good_checkpoint, one_line_fault)
 from .nonfinite_hook import NonFiniteCheckHook
 from .optim import NoDecayKeywordsConstructor, no_weight_decay_keywords
-from .preemption import (EXIT_STOPPED, StopSignalHook, TrainingStopped, add_stop_hook,
-                         exit_stopped, install_stop_signals, resume_after_requeue)
+from .preemption import (StopSignalHook, TrainingStopped, add_stop_hook, exit_stopped,
+                         install_stop_signals, resume_after_requeue)
 
-__all__ = ['EXIT_STOPPED', 'StopSignalHook', 'TrainingStopped', 'add_stop_hook',
+__all__ = ['StopSignalHook', 'TrainingStopped', 'add_stop_hook',
            'exit_stopped', 'install_stop_signals', 'resume_after_requeue',
-           'save_checkpoint_atomically', 'AtomicCheckpointHook', 'CheckpointSaveError', 'NoDecayKeywordsConstructor',
-           'NonFiniteCheckHook', 'NonFiniteError', 'TrainingFault', 'UnreadableImageError',
-           'atomic_write',
-           'check_finite_weights', 'find_resumable_checkpoint', 'last_good_checkpoint',
-           'no_weight_decay_keywords', 'one_line_fault', 'remove_stale_temp_files']
+           'save_checkpoint_atomically', 'AtomicCheckpointHook', 'CheckpointSaveError',
+           'NoDecayKeywordsConstructor', 'NonFiniteCheckHook', 'NonFiniteError',
+           'TrainingFault', 'UnreadableImageError', 'atomic_write', 'check_finite_weights',
+           'find_resumable_checkpoint', 'last_good_checkpoint', 'no_weight_decay_keywords',
+           'one_line_fault', 'remove_stale_temp_files']

@@ -96,9 +96,8 @@ def install_stop_signals() -> None:
 def add_stop_hook(cfg) -> None:
     """Add :class:`StopSignalHook` to ``cfg.custom_hooks`` unless it is there."""
     hooks = list(cfg.get('custom_hooks') or [])
-    if not any(isinstance(h, dict) and h.get('type') in ('StopSignalHook',
-                                                        'dat.StopSignalHook')
-               for h in hooks):
+    names = ('StopSignalHook', 'dat.StopSignalHook')
+    if not any(isinstance(h, dict) and h.get('type') in names for h in hooks):
         hooks.append(dict(type='StopSignalHook'))
     cfg.custom_hooks = hooks
 

@@ -55,6 +55,8 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         return sock.getsockname()[1]
+
+
 ITERS = {1: 6, 2: 3}  # iterations per epoch, by number of processes
 
 
