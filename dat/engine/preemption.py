@@ -11,11 +11,11 @@ iteration, with an iteration checkpoint that resumes exactly.
   all-reduce: no rank is left waiting in a collective while another exits). When any rank
   got a signal, rank 0 writes ``iter_N.pth`` atomically (weights, optimizer, schedulers,
   AMP scaler, message hub; ``N`` is the number of iterations done, so nothing trained is
-  lost), ``last_checkpoint`` names it, every rank waits for the write and the run raises
-  :class:`TrainingStopped`, which ``tools/train.py`` prints as one line before it exits
-  with :data:`EXIT_STOPPED`. Further signals during the save are ignored; a kill during
-  it leaves the previous checkpoint in place (the atomic save of
-  :mod:`dat.engine.checkpoint_hook`).
+  lost), ``last_checkpoint`` names it, every rank waits for the write, ``stopped_by``
+  names the signal (the same on every rank) and the run raises :class:`TrainingStopped`,
+  which ``tools/train.py`` prints as one line before it exits with :data:`EXIT_STOPPED`.
+  Further signals during the save are ignored; a kill during it leaves the previous
+  checkpoint in place (the atomic save of :mod:`dat.engine.checkpoint_hook`).
 - Resume is exact mid-epoch: mmengine's ``EpochBasedTrainLoop`` restarts an epoch from its
   first batch; the hook makes the resumed epoch skip the batches already trained (in the
   sampler's order of that epoch), so the weights are those of a run that never stopped.
@@ -43,6 +43,8 @@ from .faults import CheckpointSaveError, last_good_checkpoint
 #: that the launcher does not report them as failed, and dist_train.sh exits with it.
 EXIT_STOPPED = 75
 STOP_SIGNALS = ('SIGTERM', 'SIGINT', 'SIGUSR1')
+#: The file in the work dir that names the signal of the last stop (``SIGUSR1``).
+STOPPED_BY = 'stopped_by'
 
 
 class TrainingStopped(Exception):
@@ -128,10 +130,12 @@ def exit_stopped(err: TrainingStopped) -> None:
     raise SystemExit(0 if os.environ.get('TORCHELASTIC_RUN_ID') else EXIT_STOPPED)
 
 
-def _any_rank_stopped() -> bool:
-    flag = torch.tensor([1 if _Stop.signal else 0], dtype=torch.int32)
+def _any_rank_stopped() -> Optional[str]:
+    """The stop signal of any rank (the same name on every rank), or None."""
+    signum = signal.Signals[_Stop.signal].value if _Stop.signal else 0
+    flag = torch.tensor([signum], dtype=torch.int32)
     all_reduce(flag, op='max')  # a no-op without a process group
-    return bool(flag.item())
+    return signal.Signals(int(flag.item())).name if flag.item() else None
 
 
 class _ResumedEpoch:
@@ -217,43 +221,48 @@ class StopSignalHook(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         self._note_saves(runner, runner.iter + 1)
-        if _any_rank_stopped():
+        stop = _any_rank_stopped()
+        if stop:
             where = ''
             if isinstance(runner.train_loop, EpochBasedTrainLoop):
                 where = (f' (epoch {runner.epoch + 1}, batch {batch_idx + 1}/'
                          f'{len(runner.train_loop.dataloader)})')
-            self._stop(runner, runner.epoch, runner.iter + 1, f'iteration {runner.iter + 1}'
-                       f'{where}')
+            self._stop(runner, stop, runner.epoch, runner.iter + 1,
+                       f'iteration {runner.iter + 1}{where}')
 
     def after_train_epoch(self, runner) -> None:
         self._note_saves(runner, runner.iter)
 
     def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-        if not _any_rank_stopped():
+        stop = _any_rank_stopped()
+        if not stop:
             return
         if getattr(runner, '_train_loop', None) is not None and \
                 not isinstance(runner._train_loop, dict):
             # validation during training: the epoch (or iterations) before it are kept
-            self._stop(runner, runner.epoch, runner.iter,
+            self._stop(runner, stop, runner.epoch, runner.iter,
                        f'validation after iteration {runner.iter}')
-        raise TrainingStopped(f'{_Stop.signal} during validation, at batch {batch_idx + 1}')
+        raise TrainingStopped(f'{stop} during validation, at batch {batch_idx + 1}')
 
     def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-        if _any_rank_stopped():
-            raise TrainingStopped(f'{_Stop.signal} during testing, at batch {batch_idx + 1}; '
+        stop = _any_rank_stopped()
+        if stop:
+            raise TrainingStopped(f'{stop} during testing, at batch {batch_idx + 1}; '
                                   'no results were written')
 
-    def _stop(self, runner, epoch, done_iters, where):
+    def _stop(self, runner, stop, epoch, done_iters, where):
         name = f'iter_{done_iters}.pth'
         if self._saved_iter == done_iters:
             saved = f'{self._last_ckpt} was just saved'
         else:
-            saved = f'saved {self._save(runner, name, epoch, done_iters)}'
+            saved = f'saved {self._save(runner, stop, name, epoch, done_iters)}'
+        if is_main_process():  # tools/slurm_train.sh requeues for its own signal only
+            atomic_write(osp.join(runner.work_dir, STOPPED_BY), stop.encode())
         raise TrainingStopped(
-            f'{_Stop.signal} at {where}: {saved}; tools/train.py ... --resume continues '
+            f'{stop} at {where}: {saved}; tools/train.py ... --resume continues '
             'from it (tools/slurm_train.sh requeues and resumes by itself)')
 
-    def _save(self, runner, name, epoch, done_iters) -> str:
+    def _save(self, runner, stop, name, epoch, done_iters) -> str:
         hook = next((h for h in runner.hooks if isinstance(h, CheckpointHook)), None)
         out_dir = getattr(hook, 'out_dir', None) or runner.work_dir
         check_finite_weights(runner.model, name, runner.work_dir)
@@ -266,7 +275,7 @@ class StopSignalHook(Hook):
                     by_epoch=False, save_optimizer=True, save_param_scheduler=True)
                 atomic_write(osp.join(runner.work_dir, 'last_checkpoint'), path.encode())
             except OSError as err:
-                error[0] = (f'{_Stop.signal}: cannot save checkpoint {name} in {out_dir}: '
+                error[0] = (f'{stop}: cannot save checkpoint {name} in {out_dir}: '
                             f'{err.strerror or err} (errno {err.errno}); the last good '
                             f'checkpoint is {last_good_checkpoint(runner.work_dir)}')
         broadcast_object_list(error)  # every rank waits for the write

@@ -146,6 +146,7 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(setup, procs):
                        '--resume continues from it (tools/slurm_train.sh requeues and resumes '
                        'by itself)']
     assert (work_dir / 'last_checkpoint').read_text().strip() == f'{work_dir}/iter_{step}.pth'
+    assert (work_dir / 'stopped_by').read_text() == 'SIGTERM'  # what slurm_train.sh reads
     checkpoint = read_checkpoint(work_dir / f'iter_{step}.pth')
     assert checkpoint['meta']['iter'] == step and checkpoint['meta']['epoch'] == 1
     assert {'optimizer', 'param_schedulers', 'message_hub'} <= checkpoint.keys()

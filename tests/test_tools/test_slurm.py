@@ -224,17 +224,22 @@ def test_scripts_pass_the_variables_to_srun(script, tmp_path):
 
     def srun_args(partition_gres, **env):
         out = tmp_path / 'srun_args'
+        # DATA_CHECK=0: CONFIG is no config (test_slurm_scripts_check_the_data_first)
         subprocess.run(['bash', f'tools/{script}', 'part', 'job', 'CONFIG', 'DIR', '--x', 'y'],
                        cwd=REPO, check=True, capture_output=True,
                        env={**os.environ, 'PATH': f'{bin_dir}:{os.environ["PATH"]}',
-                            'SRUN_OUT': str(out), 'PARTITION_GRES': partition_gres, **env})
+                            'SRUN_OUT': str(out), 'PARTITION_GRES': partition_gres,
+                            'DATA_CHECK': '0', **env})
         return out.read_text().split()
 
     args = srun_args('gpu:8(S:0-1)', GPUS='16', GPUS_PER_NODE='8', CPUS_PER_TASK='6',
                      SRUN_ARGS='--quotatype=auto --time=5')
-    assert args[:10] == ['-p', 'part', '--job-name=job', '--gres=gpu:8', '--ntasks=16',
-                         '--ntasks-per-node=8', '--cpus-per-task=6', '--kill-on-bad-exit=1',
-                         '--quotatype=auto', '--time=5']
+    # training asks for the warning signal before the time limit (docs/faults.md)
+    signal = ['--signal=USR1@120'] if script == 'slurm_train.sh' else []
+    assert args[:10 + len(signal)] == [
+        '-p', 'part', '--job-name=job', '--gres=gpu:8', '--ntasks=16', '--ntasks-per-node=8',
+        '--cpus-per-task=6', '--kill-on-bad-exit=1', *signal, '--quotatype=auto', '--time=5']
+    args = args[len(signal):]
     assert args[10:13] == ['python', '-u', f'tools/{script[6:-3]}.py']
     assert args[-5:-3] == ['CONFIG', 'DIR' if script == 'slurm_test.sh' else '--work-dir=DIR']
     assert args[-3:] == ['--launcher=slurm', '--x', 'y']
@@ -245,3 +250,55 @@ def test_scripts_pass_the_variables_to_srun(script, tmp_path):
     assert not any(a.startswith('--gres') for a in srun_args('(null)', GPUS_PER_NODE='2'))
     assert not any(a.startswith('--gres') for a in srun_args('gpu:8', GRES='none'))
     assert '--gres=gpu:a100:4' in srun_args('(null)', GRES='gpu:a100:4')
+
+
+# A stand-in for srun: call N stops with the N-th signal of STOPS (writes WORK_DIR/stopped_by
+# as train.py does, exits with 75) or, past the list, finishes (exit 0); each call is a line
+# of CALLS.
+FAKE_SRUN = r"""#!/usr/bin/env bash
+echo "auto=${DAT_AUTO_RESUME:-} stop_signals=${DAT_STOP_SIGNALS:-} $*" >> "$CALLS"
+IFS=, read -ra stops <<< "$STOPS"
+stop=${stops[$(($(wc -l < "$CALLS") - 1))]:-}
+[ -z "$stop" ] && exit 0
+mkdir -p "$WORK_DIR" && printf %s "$stop" > "$WORK_DIR/stopped_by" && exit 75
+"""
+
+
+@pytest.mark.parametrize('stops, env, calls, requeued, returncode', [
+    # outside sbatch: a new srun after each stop by the warning signal, which resumes
+    ('SIGUSR1,SIGUSR1', {}, 3, None, 0),
+    # inside an sbatch job: the job is queued again (and resumes: SLURM_RESTART_COUNT)
+    ('SIGUSR1', {'SLURM_JOB_ID': '42'}, 1, 'requeue 42', 75),
+    # scancel (SIGTERM) and Ctrl-C stop for good; so does any stop with REQUEUE=0
+    ('SIGTERM', {}, 1, None, 75),
+    ('SIGINT', {'SLURM_JOB_ID': '42'}, 1, None, 75),
+    ('SIGUSR1', {'REQUEUE': '0', 'SLURM_JOB_ID': '42'}, 1, None, 75),
+    # another signal, given by number
+    ('SIGUSR2', {'SIGNAL': '12', 'SIGNAL_TIME': '300'}, 2, None, 0),
+])
+def test_slurm_train_requeues_on_its_warning_signal(tmp_path, stops, env, calls, requeued,
+                                                    returncode):
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'srun').write_text(FAKE_SRUN)
+    (bin_dir / 'scontrol').write_text('#!/bin/sh\necho "$@" >> "$SCONTROL_OUT"\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    work_dir, calls_file, scontrol = tmp_path / 'work', tmp_path / 'calls', tmp_path / 'scontrol'
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith('SLURM_') and k not in ('DAT_AUTO_RESUME', 'REQUEUE', 'SIGNAL')}
+    result = subprocess.run(
+        ['bash', 'tools/slurm_train.sh', 'part', 'job', 'CONFIG', str(work_dir)], cwd=REPO,
+        capture_output=True, text=True,
+        env={**base, 'PATH': f'{bin_dir}:{os.environ["PATH"]}', 'DATA_CHECK': '0',
+             'GRES': 'none', 'STOPS': stops, 'CALLS': str(calls_file), 'WORK_DIR': str(work_dir),
+             'SCONTROL_OUT': str(scontrol), **env})
+    assert result.returncode == returncode, result.stderr
+    lines = calls_file.read_text().splitlines()
+    assert len(lines) == calls, lines
+    signal, seconds = env.get('SIGNAL', 'USR1'), env.get('SIGNAL_TIME', '120')
+    # only the srun calls after a requeue resume by themselves
+    assert [line.split()[:2] for line in lines] == \
+        [['auto=' if i == 0 else 'auto=1', f'stop_signals={signal}'] for i in range(calls)]
+    assert all(f'--signal={signal}@{seconds}' in line.split() for line in lines)
+    assert (scontrol.read_text().strip() if scontrol.exists() else None) == requeued
