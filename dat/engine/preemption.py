@@ -222,16 +222,26 @@ class StopSignalHook(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         self._note_saves(runner, runner.iter + 1)
         stop = _any_rank_stopped()
-        if stop:
-            where = ''
-            if isinstance(runner.train_loop, EpochBasedTrainLoop):
-                where = (f' (epoch {runner.epoch + 1}, batch {batch_idx + 1}/'
-                         f'{len(runner.train_loop.dataloader)})')
-            self._stop(runner, stop, runner.epoch, runner.iter + 1,
-                       f'iteration {runner.iter + 1}{where}')
+        if not stop:
+            return
+        where = ''
+        if isinstance(runner.train_loop, EpochBasedTrainLoop):
+            per_epoch = len(runner.train_loop.dataloader)
+            if batch_idx + 1 == per_epoch:
+                return  # the epoch's own hooks run first (after_train_epoch stops)
+            where = f' (epoch {runner.epoch + 1}, batch {batch_idx + 1}/{per_epoch})'
+        self._stop(runner, stop, runner.epoch, runner.iter + 1,
+                   f'iteration {runner.iter + 1}{where}')
 
     def after_train_epoch(self, runner) -> None:
+        """At the last batch of an epoch the stop waits for the end of the epoch (the
+        schedulers' epoch step, the epoch's checkpoint), so that the resumed run starts the
+        next epoch; its validation is skipped."""
         self._note_saves(runner, runner.iter)
+        stop = _any_rank_stopped()
+        if stop:
+            self._stop(runner, stop, runner.epoch + 1, runner.iter,
+                       f'the end of epoch {runner.epoch + 1} (iteration {runner.iter})')
 
     def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         stop = _any_rank_stopped()

@@ -17,8 +17,11 @@ import time
 import pytest
 import torch
 from ckpt_helpers import REPO, dedent, run
+from fault_helpers import ITERS_PER_EPOCH, toy_runner
 from mini_configs import TINY_TRAIN_CONFIG
+from mmengine.hooks import Hook
 
+from dat.engine import StopSignalHook, TrainingStopped, preemption
 from dat.models.checkpoint import read_checkpoint
 
 SLOW_HOOK = '''
@@ -168,3 +171,68 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(setup, procs):
     for key, value in expected['optimizer']['state'].items():
         for name, tensor in value.items():
             assert torch.equal(final['optimizer']['state'][key][name], tensor)
+
+
+class StopAt(Hook):
+    """What a stop signal does to the flag, after training iteration ``iteration``."""
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, iteration):
+        self.iteration = iteration
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter + 1 == self.iteration:
+            preemption._Stop.signal = 'SIGUSR1'
+
+
+# the toy run (fault_helpers): 3 epochs of 4 iterations, shuffled, lr steps after epochs 1, 2
+TOY = dict(max_epochs=3, max_keep_ckpts=-1, shuffle=True,
+           param_scheduler=dict(type='MultiStepLR', milestones=[1, 2], by_epoch=True))
+
+
+@pytest.mark.usefixtures('mmengine_patched')  # resume as tools/train.py does
+@pytest.mark.parametrize('stop_iter', [2, ITERS_PER_EPOCH, ITERS_PER_EPOCH + 3])
+def test_stop_hook_in_process_resumes_exactly(tmp_path, monkeypatch, stop_iter):
+    """The stop hook alone (in-process, no signal: the flag is set by a hook): mid-epoch, at
+    the last batch of an epoch (the stop waits for the epoch's end: its lr step and its
+    checkpoint) and in the last epoch, the resumed run ends with the weights, optimizer
+    state and lr of a run that was never stopped."""
+    monkeypatch.setattr(preemption._Stop, 'installed', True)  # the test's handlers stay
+    monkeypatch.setattr(preemption._Stop, 'signal', None)
+    torch.manual_seed(0)  # the toy model is built before the runner seeds
+    reference = toy_runner(tmp_path / 'reference', hooks=[StopSignalHook()], **TOY)
+    reference.train()
+
+    work_dir = tmp_path / 'stopped'
+    torch.manual_seed(0)
+    stopped = toy_runner(work_dir, hooks=[StopSignalHook(), StopAt(stop_iter)], **TOY)
+    with pytest.raises(TrainingStopped) as err:
+        stopped.train()
+    if stop_iter == ITERS_PER_EPOCH:  # the epoch's checkpoint is the stop's
+        checkpoint = work_dir / 'epoch_1.pth'
+        assert str(err.value) == (
+            f'SIGUSR1 at the end of epoch 1 (iteration 4): {checkpoint} was just saved; '
+            'tools/train.py ... --resume continues from it (tools/slurm_train.sh requeues '
+            'and resumes by itself)')
+    else:
+        checkpoint = work_dir / f'iter_{stop_iter}.pth'
+        epoch, batch = divmod(stop_iter, ITERS_PER_EPOCH)
+        assert str(err.value).startswith(
+            f'SIGUSR1 at iteration {stop_iter} (epoch {epoch + 1}, batch {batch}/'
+            f'{ITERS_PER_EPOCH}): saved {checkpoint};')
+    assert (work_dir / 'last_checkpoint').read_text() == str(checkpoint)
+    assert (work_dir / 'stopped_by').read_text() == 'SIGUSR1'
+    assert read_checkpoint(checkpoint)['meta']['iter'] == stop_iter
+
+    preemption._Stop.signal = None
+    resumed = toy_runner(work_dir, resume_from=str(checkpoint), hooks=[StopSignalHook()], **TOY)
+    resumed.train()
+    assert resumed.iter == reference.iter == 3 * ITERS_PER_EPOCH
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key  # bitwise
+    expected = reference.optim_wrapper.state_dict()
+    final = resumed.optim_wrapper.state_dict()
+    assert final['param_groups'][0]['lr'] == expected['param_groups'][0]['lr']
+    for key, value in expected['state'].items():
+        assert torch.equal(final['state'][key]['momentum_buffer'], value['momentum_buffer'])
