@@ -120,7 +120,8 @@ def finish_distributed() -> None:
         torch.distributed.destroy_process_group()
 
 
-#: Where each dataset type's layout is described.
+#: Where each dataset type's layout is described (other types, and COCO / ADE20K datasets
+#: with a ``metainfo`` of their own: :data:`CUSTOM_DATA_DOC`).
 DATA_DOCS = {'ImageNet': 'docs/classification.md', 'CocoDataset': 'docs/detection.md',
              'ADE20KDataset': 'docs/segmentation.md'}
 CUSTOM_DATA_DOC = 'docs/custom_dataset.md'
@@ -141,6 +142,8 @@ def _dataset_paths(dataset: dict, key: str):
     for i, inner in enumerate(dataset.get('datasets') or ()):
         yield from _dataset_paths(inner, f'{key}.datasets[{i}]')
     kind = str(dataset.get('type', '')).rpartition('.')[2]
+    if kind != 'ImageNet' and dataset.get('metainfo'):
+        kind = 'custom'  # COCO / ADE20K files with classes of their own: docs/custom_dataset.md
     root = dataset.get('data_root') or ''
     if root:
         yield root, f'{key}.data_root', kind
