@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / 'tools' / 'ci' / 'slurm_cluster.sh'
@@ -104,10 +105,24 @@ def data(tmp_path_factory):
     return root
 
 
+def wait_for(proc, log, done, what, timeout=600):
+    start = time.monotonic()
+    while not done():
+        assert proc.poll() is None, f'slurm_train.sh ended early:\n{log.read_text()[-5000:]}'
+        assert time.monotonic() - start < timeout, f'no {what} after {timeout} s'
+        time.sleep(0.5)
+
+
+def job_ids(name):
+    return subprocess.run(['squeue', '-h', '-n', name, '-o', '%i'], capture_output=True,
+                          text=True, check=True).stdout.split()
+
+
 @pytest.fixture(scope='module')
 def cancelled(slurm_partition, data, tmp_path_factory):
-    """tools/slurm_train.sh, asked for 50 epochs, cancelled by scancel after its first
-    checkpoint."""
+    """tools/slurm_train.sh, asked for 50 epochs: after its first checkpoint it gets the
+    warning signal (``scancel --signal=USR1``), saves, and runs again, resuming; once that
+    job trains, a plain ``scancel`` stops it for good."""
     root = tmp_path_factory.mktemp('slurm')
     work_dir = root / 'work_dir'
     job = f'dat-ci-train-{os.getpid()}'
@@ -119,29 +134,34 @@ def cancelled(slurm_partition, data, tmp_path_factory):
              '--cfg-options', *shrink(data), 'train_cfg.max_epochs=50'],
             cwd=REPO, env=job_env(), stdout=out, stderr=subprocess.STDOUT)
         try:
-            while not (work_dir / 'last_checkpoint').is_file():
-                assert proc.poll() is None, \
-                    f'slurm_train.sh ended early:\n{log.read_text()[-5000:]}'
-                assert time.monotonic() - start < 600, 'no checkpoint after 10 minutes'
-                time.sleep(0.5)
-            job_ids = subprocess.run(['squeue', '-h', '-n', job, '-o', '%i'], capture_output=True,
-                                     text=True, check=True).stdout.split()
-            subprocess.run(['scancel', *job_ids], check=True)
+            wait_for(proc, log, (work_dir / 'last_checkpoint').is_file, 'checkpoint')
+            first = job_ids(job)
+            subprocess.run(['scancel', '--signal=USR1', *first], check=True)
+            # the second srun, once it trains
+            wait_for(proc, log, lambda: (set(job_ids(job)) - set(first)) and 'Epoch(train)' in
+                     log.read_text().partition('resumed epoch')[2], 'requeued job')
+            second = job_ids(job)
+            subprocess.run(['scancel', *second], check=True)
             returncode = proc.wait(timeout=120)
         finally:
             if proc.poll() is None:
                 proc.kill()
-    return dict(root=root, work_dir=work_dir, job_ids=job_ids, log=log.read_text(),
+    return dict(root=root, work_dir=work_dir, job_ids=second, log=log.read_text(),
                 returncode=returncode, seconds=time.monotonic() - start)
+
+
+def iteration(epoch, batch, per_epoch=3):
+    return (epoch - 1) * per_epoch + batch
 
 
 @pytest.fixture(scope='module')
 def resumed(cancelled, slurm_partition, data):
-    """The same work dir, resumed by tools/slurm_sbatch_example.sh (sbatch --wait) for one
-    more epoch than the cancelled job had finished."""
+    """The same work dir, resumed by tools/slurm_sbatch_example.sh (sbatch --wait) to the end
+    of the epoch that the cancelled job stopped in."""
     work_dir = cancelled['work_dir']
     checkpoint = read_last_checkpoint(work_dir)
-    epoch = int(re.fullmatch(r'epoch_(\d+)\.pth', checkpoint.name).group(1))
+    iters = torch.load(checkpoint, map_location='cpu', weights_only=False)['meta']['iter']
+    epoch = iters // 3  # epochs done
     out = cancelled['root'] / 'sbatch-%j.out'
     start = time.monotonic()
     result = subprocess.run(
@@ -153,23 +173,37 @@ def resumed(cancelled, slurm_partition, data):
     job_id = re.search(r'Submitted batch job (\d+)', result.stdout).group(1)
     log = Path(str(out).replace('%j', job_id)).read_text()
     assert result.returncode == 0, f'sbatch job failed:\n{result.stderr}\n{log[-5000:]}'
-    return dict(epoch=epoch, log=log, seconds=time.monotonic() - start)
+    return dict(epoch=epoch, iters=iters, log=log, seconds=time.monotonic() - start)
 
 
 @pytest.mark.slow
-def test_slurm_train_runs_two_tasks_and_is_cancelled(cancelled):
+def test_slurm_train_runs_two_tasks_requeues_and_is_cancelled(cancelled):
     log = cancelled['log']
-    # the srun command of the script: no --gres (GRES=none), 2 tasks, 1 CPU each
-    srun = next(line for line in log.splitlines() if line.startswith('+ srun'))
-    assert '--gres' not in srun
-    assert '--ntasks=2 --ntasks-per-node=2 --cpus-per-task=1' in srun
+    # the srun command of the script: no --gres (GRES=none), 2 tasks, 1 CPU each, and the
+    # warning signal; run twice: the warning signal requeues, scancel does not
+    sruns = [line for line in log.splitlines() if line.startswith('+ srun')]
+    assert len(sruns) == 2, log[-5000:]
+    assert '--gres' not in sruns[0]
+    assert '--ntasks=2 --ntasks-per-node=2 --cpus-per-task=1 --kill-on-bad-exit=1 ' \
+        '--signal=USR1@120' in sruns[0]
     assert 'Distributed launcher: slurm' in log
     assert 'GPU number: 2' in log  # mmengine's line for the world size
     # 24 images, 2 tasks x batch 4: 3 iterations per epoch (6 with one process)
-    assert train_entries(log)[:3] == [(1, 1, 3), (1, 2, 3), (1, 3, 3)]
-    # cancelled, not finished
-    assert cancelled['returncode'] != 0
-    assert re.search(r'CANCELLED', log)
+    steps = train_entries(log)
+    assert steps[:3] == [(1, 1, 3), (1, 2, 3), (1, 3, 3)]
+    # SIGUSR1: saved at the last iteration trained (nothing lost), requeued, resumed there
+    first, second = log.split('slurm_train.sh: stopped and saved; requeueing')
+    usr1 = re.search(r'^stopped: SIGUSR1 at .*(iter_\d+|epoch_\d+)\.pth', first, re.M)
+    assert usr1, first[-3000:]
+    done = iteration(*train_entries(first)[-1][:2])
+    assert f'resumed epoch: {done // 3}, iter: {done}' in second
+    assert iteration(*train_entries(second)[0][:2]) == done + 1
+    assert 'stopped: SIGUSR1' not in second and 'Traceback' not in log
+    # scancel: saved again, not requeued; the script's status is the stop's
+    assert re.search(r'^stopped: SIGTERM at ', second, re.M), second[-3000:]
+    assert cancelled['returncode'] == 75
+    assert (cancelled['work_dir'] / 'stopped_by').read_text() == 'SIGTERM'
+    assert re.search(r'CANCELLED', second)
     assert not (cancelled['work_dir'] / 'epoch_50.pth').exists()
     assert (cancelled['work_dir'] / 'epoch_1.pth').is_file()
     print(f"slurm_train.sh until cancelled: {cancelled['seconds']:.1f} s")
@@ -177,16 +211,16 @@ def test_slurm_train_runs_two_tasks_and_is_cancelled(cancelled):
 
 @pytest.mark.slow
 def test_sbatch_example_resumes_the_cancelled_job(cancelled, resumed):
-    epoch, log = resumed['epoch'], resumed['log']
+    epoch, iters, log = resumed['epoch'], resumed['iters'], resumed['log']
     work_dir = cancelled['work_dir']
-    assert f'resumed epoch: {epoch}, iter: {3 * epoch}' in log
+    assert f'resumed epoch: {epoch}, iter: {iters}' in log
     assert 'GPU number: 2' in log
     # it goes on where the cancelled job stopped, and ends after the epoch it was given
-    assert train_entries(log) == [(epoch + 1, i, 3) for i in (1, 2, 3)]
+    assert train_entries(log) == [(epoch + 1, i, 3) for i in range(iters - 3 * epoch + 1, 4)]
     assert read_last_checkpoint(work_dir).name == f'epoch_{epoch + 1}.pth'
     scalars = sorted(work_dir.glob('*/vis_data/scalars.json'))[-1].read_text().splitlines()
     assert [json.loads(line)['iter'] for line in scalars if 'loss' in line] == \
-        [3 * epoch + i for i in (1, 2, 3)]
+        list(range(iters + 1, 3 * epoch + 4))
     print(f"sbatch resume: {resumed['seconds']:.1f} s")
 
 
