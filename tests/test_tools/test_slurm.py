@@ -1,9 +1,11 @@
 """The Slurm launchers, unmodified, on a real one-node Slurm cluster (tools/ci/slurm_cluster.sh).
 
 One work dir is shared, in the order a user meets it: ``tools/slurm_train.sh`` trains the mini
-config with 2 tasks (gloo on the CPU) and is cancelled with ``scancel`` after its first
-checkpoint; ``tools/slurm_sbatch_example.sh``, submitted with ``sbatch``, resumes it with
-``--resume`` and finishes; ``tools/slurm_test.sh`` evaluates the result. The cluster has no
+config with 2 tasks (gloo on the CPU), gets the warning signal after its first checkpoint
+(``scancel --signal=USR1``: it saves, runs again and resumes) and is then cancelled with
+``scancel`` (it saves and stops); ``tools/slurm_sbatch_example.sh``, submitted with
+``sbatch``, resumes it with ``--resume`` and finishes; ``tools/slurm_test.sh`` evaluates the
+result. The cluster has no
 GPUs, so the scripts run with ``GRES=none GPUS=2 GPUS_PER_NODE=2 CPUS_PER_TASK=1``.
 
 Where Slurm can't be started (no root, no packages), these tests are skipped and say why;
