@@ -104,7 +104,7 @@ def window_sdpa(qkv: torch.Tensor, batch: int, num_heads: int, bias: torch.Tenso
     q, k, v = rearrange(qkv, '(b nw) n (three m d) -> three b (nw m) n d', b=batch, three=3,
                         m=num_heads).unbind(0)
     attn_mask = bias[None] if mask is None else bias[None] + mask[:, None]
-    attn_mask = aligned_mask(attn_mask.expand(nW, num_heads, N, N)
-                             .reshape(1, nW * num_heads, N, N).to(q.dtype))
+    attn_mask = into_mask(attn_mask.expand(nW, num_heads, N, N), (1, nW * num_heads, N, N),
+                          q.dtype)
     out = attention(q, k, v, attn_mask)
     return rearrange(out, 'b (nw m) n d -> (b nw) n (m d)', m=num_heads)
