@@ -114,28 +114,34 @@ def build_backbone(backbone_cfg: Mapping) -> nn.Module:
 
 _TSINGHUA = 'https://cloud.tsinghua.edu.cn/f/'
 
+
+def _releases(stem: str, **ids: str) -> Dict[str, str]:
+    """The release files ``{stem}_{arch}_in1k_{size}.pth`` (key ``arch`` for 224 px,
+    ``arch_384`` for 384 px) and their pages on the authors' Tsinghua cloud (share ids)."""
+    def file(key):
+        arch, _, size = key.partition('_')
+        return f'{stem}_{arch}_in1k_{size or 224}.pth'
+    return {file(key): f'{_TSINGHUA}{share}/' for key, share in ids.items()}
+
+
+def _timm_224(key: str, stem: str, suffix: str, note: str) -> Tuple[TimmModel, ...]:
+    """The 224 px classifiers of a release as timm models ``{key}_{arch}``."""
+    return tuple(TimmModel(f'{key}_{arch}', arch, f'{stem}_{arch}_in1k_224.pth',
+                           f'DAT-{arch[0].upper()}{suffix} ({note}).')
+                 for arch in ('tiny', 'small', 'base'))
+
+
 # The 2022 DAT files are listed in the README of the June 2022 commit that published them.
 register_family(Family(
     name='DAT', key='dat', backbone=DAT, paper='arXiv:2201.00520', convert=convert_dat2022,
     converter_script='tools/model_converters/dat2mmpretrain.py',
     readme='https://github.com/LeapLabTHU/DAT/blob/42b489e/README.md',
-    releases={
-        'dat_tiny_in1k_224.pth': _TSINGHUA + '1367349deefc48efa650/',
-        'dat_small_in1k_224.pth': _TSINGHUA + 'f04b18081e3e4606adb7/',
-        'dat_base_in1k_224.pth': _TSINGHUA + 'a8d2a9645d454120b635/',
-        'dat_base_in1k_384.pth': _TSINGHUA + 'cf6a6b543cd64e0d8e43/',
-    },
-    timm_models=(
-        TimmModel('dat_tiny', 'tiny', 'dat_tiny_in1k_224.pth',
-                  'DAT-T (2022 release, 224 px, window 7).'),
-        TimmModel('dat_small', 'small', 'dat_small_in1k_224.pth',
-                  'DAT-S (2022 release, 224 px, window 7).'),
-        TimmModel('dat_base', 'base', 'dat_base_in1k_224.pth',
-                  'DAT-B (2022 release, 224 px, window 7).'),
+    releases=_releases('dat', tiny='1367349deefc48efa650', small='f04b18081e3e4606adb7',
+                       base='a8d2a9645d454120b635', base_384='cf6a6b543cd64e0d8e43'),
+    timm_models=_timm_224('dat', 'dat', '', '2022 release, 224 px, window 7') + (
         TimmModel('dat_base_384', 'base', 'dat_base_in1k_384.pth',
                   'DAT-B fine-tuned at 384 px (2022 release, window 12).', 384,
-                  kwargs=dict(img_size=384, window_size=12)),
-    ),
+                  kwargs=dict(img_size=384, window_size=12)),),
     cell_centre=0.5, drop_path=dict(tiny=0.2, small=0.3, base=0.5)))
 
 # The DAT++ README (main) names DAT-T++'s file; the other names follow its pattern.
@@ -143,23 +149,12 @@ register_family(Family(
     name='DAT++', key='datpp', backbone=DATPlusPlus, paper='arXiv:2309.01430',
     convert=convert_datpp, converter_script='tools/model_converters/datpp2mmpretrain.py',
     readme='https://github.com/LeapLabTHU/DAT/blob/main/README.md',
-    releases={
-        'dat_pp_tiny_in1k_224.pth': _TSINGHUA + '14c5ddae10b642e68089/',
-        'dat_pp_small_in1k_224.pth': _TSINGHUA + '4c2a76360c964fbd81d5/',
-        'dat_pp_base_in1k_224.pth': _TSINGHUA + '8e30492404d348d89f25/',
-        'dat_pp_base_in1k_384.pth': _TSINGHUA + '032dc804cdf44bf18bb5/',
-    },
-    timm_models=(
-        TimmModel('datpp_tiny', 'tiny', 'dat_pp_tiny_in1k_224.pth',
-                  'DAT-T++ (DAT++ release, 224 px).'),
-        TimmModel('datpp_small', 'small', 'dat_pp_small_in1k_224.pth',
-                  'DAT-S++ (DAT++ release, 224 px).'),
-        TimmModel('datpp_base', 'base', 'dat_pp_base_in1k_224.pth',
-                  'DAT-B++ (DAT++ release, 224 px).'),
-        # the release tests DAT-B++ at 384 by resizing to 384 x 384, without a crop; its
-        # position tables stay those of 224 px
+    releases=_releases('dat_pp', tiny='14c5ddae10b642e68089', small='4c2a76360c964fbd81d5',
+                       base='8e30492404d348d89f25', base_384='032dc804cdf44bf18bb5'),
+    # the release tests DAT-B++ at 384 by resizing to 384 x 384, without a crop; its
+    # position tables stay those of 224 px
+    timm_models=_timm_224('datpp', 'dat_pp', '++', 'DAT++ release, 224 px') + (
         TimmModel('datpp_base_384', 'base', 'dat_pp_base_in1k_384.pth',
                   'DAT-B++ fine-tuned at 384 px (DAT++ release; position tables of 224 px).',
-                  384, crop_pct=1.0),
-    ),
+                  384, crop_pct=1.0),),
     cell_centre=0.0, drop_path=dict(tiny=0.2, small=0.4, base=0.7)))

@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 import torch
-from mini_configs import DAT_ARCH_AS_RELEASED, TINY_CLASSIFIER_CONFIG
+from mini_configs import DAT_ARCH_AS_RELEASED, TINY_CLASSIFIER_CONFIG, TINY_TRAIN_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -100,3 +100,14 @@ def run(cmd, env=None, timeout=600):
 
 def dedent(text):
     return textwrap.dedent(text).lstrip()
+
+
+def tiny_training_dir(root):
+    """``root`` with the shapes dataset (4 training and 1 validation image per class, 32 px)
+    in ``data`` and the tiny quick-start config, reading it, as ``tiny.py``."""
+    data = root / 'data'
+    result = run([sys.executable, 'tools/dataset_converters/make_shapes_dataset.py', data,
+                  '--train', '4', '--val', '1', '--size', '32'])
+    assert result.returncode == 0, result.stderr
+    (root / 'tiny.py').write_text(TINY_TRAIN_CONFIG.format(repo=REPO, data=data))
+    return root

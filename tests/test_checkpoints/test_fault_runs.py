@@ -10,8 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from ckpt_helpers import REPO, dedent, run
-from mini_configs import TINY_TRAIN_CONFIG
+from ckpt_helpers import REPO, dedent, run, tiny_training_dir
 
 from dat.models.checkpoint import read_checkpoint
 
@@ -21,13 +20,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope='module')
 def shapes(tmp_path_factory):
     """The shapes dataset (4 images per class) and the tiny quick-start config."""
-    root = tmp_path_factory.mktemp('faults')
-    data = root / 'data'
-    result = run([sys.executable, 'tools/dataset_converters/make_shapes_dataset.py', data,
-                  '--train', '4', '--val', '1', '--size', '32'])
-    assert result.returncode == 0, result.stderr
-    (root / 'tiny.py').write_text(TINY_TRAIN_CONFIG.format(repo=REPO, data=data))
-    return root, data
+    root = tiny_training_dir(tmp_path_factory.mktemp('faults'))
+    return root, root / 'data'
 
 
 def train(config, work_dir, *args):

@@ -17,14 +17,12 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from ckpt_helpers import REPO, dedent, run
-from mini_configs import TINY_TRAIN_CONFIG
+from ckpt_helpers import REPO, dedent, tiny_training_dir
 
 from dat.models.checkpoint import read_checkpoint
 
@@ -170,13 +168,8 @@ def assert_consistent(work_dir):
 
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp('kill')
-    data = root / 'data'
-    result = run([sys.executable, 'tools/dataset_converters/make_shapes_dataset.py', data,
-                  '--train', '4', '--val', '1', '--size', '32'])
-    assert result.returncode == 0, result.stderr
+    root = tiny_training_dir(tmp_path_factory.mktemp('kill'))
     (root / 'slow_backend.py').write_text(SLOW_BACKEND)
-    (root / 'tiny.py').write_text(TINY_TRAIN_CONFIG.format(repo=REPO, data=data))
     (root / 'kill.py').write_text(dedent(CONFIG).format(max_iters=MAX_ITERS))
     return root
 

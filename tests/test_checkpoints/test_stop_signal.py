@@ -16,9 +16,8 @@ import time
 
 import pytest
 import torch
-from ckpt_helpers import REPO, dedent, run
+from ckpt_helpers import REPO, dedent, tiny_training_dir
 from fault_helpers import ITERS_PER_EPOCH, toy_runner
-from mini_configs import TINY_TRAIN_CONFIG
 from mmengine.hooks import Hook
 
 from dat.engine import StopSignalHook, TrainingStopped, preemption
@@ -65,13 +64,8 @@ ITERS = {1: 6, 2: 3}  # iterations per epoch, by number of processes
 
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp('stop')
-    data = root / 'data'
-    result = run([sys.executable, 'tools/dataset_converters/make_shapes_dataset.py', data,
-                  '--train', '4', '--val', '1', '--size', '32'])
-    assert result.returncode == 0, result.stderr
+    root = tiny_training_dir(tmp_path_factory.mktemp('stop'))
     (root / 'slow_hook.py').write_text(dedent(SLOW_HOOK))
-    (root / 'tiny.py').write_text(TINY_TRAIN_CONFIG.format(repo=REPO, data=data))
     (root / 'stop.py').write_text(dedent(CONFIG))
     return root
 
