@@ -4,7 +4,9 @@ exists, and every value it gives for a released model is what dat builds.
 The values are read off the layers of a skeleton of each released model: its arch and timm
 arguments (``dat/families.py``) with one block of each kind per stage, built on the meta
 device (no memory, no initialisation), and its stem and downsampling run on a meta input
-of the release's evaluation size to get each stage's map.
+of the release's evaluation size to get each stage's map. The values that the shapes of
+the authors' checkpoint files show (heads, offset groups, kernels, tables, windows,
+neighbourhoods) are checked against those files' key lists too.
 """
 import importlib
 import inspect
@@ -193,3 +195,47 @@ def test_values_are_those_of_the_released_model(column):
     wrong = {symbol: (table[symbol], value) for symbol, value in built.items()
              if table[symbol] != value}
     assert not wrong, f'{column}: (documented, built): {wrong}'
+
+
+def release_values(keys, dims):
+    """{symbol: [one per stage]} from the tensors of a release file (its key list), for the
+    symbols that its shapes show: M, G, k, B (D blocks), w (L, S) and K (N)."""
+    values = {symbol: [NO_BLOCK] * 4 for symbol in ('G', 'k', 'B', 'w', 'K')}
+    values['M'] = [NO_BLOCK] * 4
+    for key, shape in keys.items():
+        match = re.fullmatch(r'stages\.(\d)\.attns\.\d+\.(.+)', key)
+        if not match:
+            continue
+        stage, name = int(match.group(1)), match.group(2)
+        if name == 'rpe_table':
+            values['M'][stage] = number(shape[0])
+            values['B'][stage] = f'{shape[1]}x{shape[2]}'
+        elif name == 'conv_offset.0.weight':  # depthwise: (C / G, 1, k, k)
+            values['G'][stage] = number(dims[stage] // shape[0])
+            values['k'][stage] = number(shape[-1])
+        elif name == 'relative_position_bias_table':  # ((2w - 1)^2, M)
+            values['w'][stage] = number((round(shape[0] ** 0.5) + 1) // 2)
+            values['M'][stage] = number(shape[1])
+        elif name == 'rpb':  # natten: (M, 2K - 1, 2K - 1)
+            values['K'][stage] = number((shape[-1] + 1) // 2)
+            values['M'][stage] = number(shape[0])
+    return values
+
+
+@pytest.mark.parametrize('column', list(COLUMNS))
+def test_values_are_those_of_the_release_files(column, reference_dir, key_lists):
+    """The heads, offset groups, offset kernels, table sizes, windows and neighbourhoods
+    of the table against the shapes of the authors' checkpoint files (the key lists of
+    tests/data/reference, read off the release files)."""
+    family, model = released_models()[COLUMNS[column]]
+    files = {}
+    for tsv in ('dat2022_checkpoint_keys.tsv', 'datpp_checkpoint_keys.tsv'):
+        files.update({name: keys for name, (_, keys) in key_lists(reference_dir / tsv).items()})
+    name = re.sub(r'_in1k_(\d+)\.pth$', lambda m: '' if m.group(1) == '224' else '_384',
+                  model.release)
+    dims = family.backbone.parse_arch(model.arch)['embed_dims']
+    release = release_values(files[name], dims)
+    table = {row['Symbol']: documented(row['Symbol'], row[column]) for row in symbol_table()}
+    wrong = {symbol: (table[symbol], value) for symbol, value in release.items()
+             if table[symbol] != value}
+    assert not wrong, f'{column} ({name}): (documented, release file): {wrong}'
