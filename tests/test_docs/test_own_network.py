@@ -38,10 +38,16 @@ def test_the_example_prints_what_its_comments_say(example):
 
 
 def test_the_example_trains_at_any_size(example):
-    """Finite outputs and gradients, and the offset networks get gradients (the keys move)."""
-    net = example[0]['net'].train()
+    """Finite outputs and gradients, and the offset networks get gradients (the keys move);
+    with the page's network and with its DAT++ mixer added."""
+    namespace = example[0]
+    torch.manual_seed(0)
+    plusplus = namespace['DeformableMixer'](64, num_heads=4, groups=2, fmap_size=(14, 14),
+                                            plusplus=True)
+    net = torch.nn.Sequential(*namespace['net'][:2], plusplus, namespace['net'][2]).train()
     layers = [m for m in net.modules() if isinstance(m, DeformableAttention)]
     assert [type(m) for m in layers] == [DeformableAttention, DeformableAttentionPlusPlus]
+    assert plusplus.block.attn.offset.dwconv.stride == (2, 2)
     for size in [(56, 56), (37, 83), (20, 12)]:
         net.zero_grad()
         out = net(torch.randn(2, 3, *size))
@@ -89,6 +95,7 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
+@pytest.mark.slow
 def test_the_compile_block(example, fresh_dynamo, monkeypatch):
     """The page's torch.compile call, with fullgraph=True (no graph break) and the 'eager'
     backend added."""
