@@ -28,6 +28,15 @@ def reference_dir() -> Path:
     return REFERENCE
 
 
+@pytest.fixture
+def fresh_dynamo():
+    """torch.compile's caches emptied before and after the test (tests that compile)."""
+    import torch
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
 @pytest.fixture(scope='session')
 def repo_root() -> Path:
     return REPO

@@ -88,13 +88,6 @@ def test_kernels_are_reported_and_set_on_any_module(example):
         set_attention_impl(net, 'auto')
 
 
-@pytest.fixture
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 @pytest.mark.slow
 def test_the_compile_block(example, fresh_dynamo, monkeypatch):
     """The page's torch.compile call, with fullgraph=True (no graph break) and the 'eager'

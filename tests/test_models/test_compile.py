@@ -19,13 +19,6 @@ def counting_backend(graphs):
     return aot_autograd(fw_compiler=compiler('fw'), bw_compiler=compiler('bw'))
 
 
-@pytest.fixture
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('cls', [DAT, DATPlusPlus])
 def test_tiny_forward_and_backward_one_graph_each(fresh_dynamo, cls):
