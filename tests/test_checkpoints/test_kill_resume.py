@@ -28,8 +28,7 @@ from dat.models.checkpoint import read_checkpoint
 
 MAX_ITERS = 20  # more than the kills can get through: each run is killed before the end
 WRITE_SECONDS = 0.5  # how long a slowed checkpoint write takes
-KILLS = ['write', 'train', 'write', 'start', 'train', 'write', 'train', 'write', 'start',
-         'train']
+KILLS = ['write', 'train', 'write', 'start', 'train', 'write', 'write']
 
 SLOW_BACKEND = f'''
 """mmengine's local file backend, with writes slowed down so that kills land inside the
@@ -235,7 +234,7 @@ def test_kills_cost_nothing(reference, killed):
             resumed += 1
         else:  # nothing to resume from yet, or killed during start-up
             assert start_step is None or kind == 'start', output[-3000:]
-    assert resumed >= 6
+    assert resumed >= len(KILLS) - 2  # all but the first run and the start-up kill
     assert not list(work_dir.glob('*.tmp'))  # interrupted writes were cleaned up
     assert steps(work_dir) == [MAX_ITERS - 2, MAX_ITERS - 1, MAX_ITERS]  # max_keep_ckpts=3
 

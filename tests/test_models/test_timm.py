@@ -69,8 +69,8 @@ def test_pretrained_without_file_names_the_release(name):
 @pytest.mark.parametrize('name', sorted(MODELS))
 def test_each_size_equals_mmpretrain_model(name, mmpretrain_hub, tmp_path):
     """Every size, full width, on the CPU: the same (converted) weights give the same logits
-    as our mmpretrain model, at the size of its eval transform; features_only gives the
-    stage maps."""
+    as our mmpretrain model, at the size of its eval transform; features_only (tiny models)
+    gives the stage maps."""
     hub_name, _, _ = MODELS[name]
     torch.manual_seed(0)
     ours = mmpretrain_hub(hub_name)
@@ -85,6 +85,8 @@ def test_each_size_equals_mmpretrain_model(name, mmpretrain_hub, tmp_path):
     assert logits.shape == (1, 1000)
     print(f'{name}: max |timm - mmpretrain| logits = {(logits - expected).abs().max():.2e}')
     torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+    if not name.endswith('_tiny'):
+        return  # features_only is the same code at every size: checked on the tiny models
 
     features = timm.create_model(name, features_only=True, pretrained=True,
                                  pretrained_cfg_overlay=dict(file=str(path))).eval()

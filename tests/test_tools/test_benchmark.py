@@ -45,15 +45,22 @@ def test_impl_sdpa_inference_bf16(bench, capsys):
     assert record['img_size'] == [64, 64]
 
 
-@pytest.mark.slow
-def test_model_datpp_compiled(bench, capsys):
-    """--model datpp builds DAT++; --compile runs it through torch.compile (its eager backend:
-    dynamo's tracing without inductor's code generation, minutes on the CPU)."""
+def test_model_datpp_compiled(bench, capsys, monkeypatch):
+    """--model datpp builds DAT++; --compile hands the model to torch.compile with the
+    chosen backend (what compiling DAT-T++ gives is tests/test_models/test_compile.py's:
+    tracing it takes minutes on this CPU, so torch.compile is recorded here, not run)."""
+    calls = []
+
+    def compile_(model, **kwargs):
+        calls.append((type(model).__name__, kwargs))
+        return model
+    monkeypatch.setattr(bench.torch, 'compile', compile_)
     bench.main(['--model', 'datpp', '--arch', 'tiny', '--img-size', '64', '--mode', 'train',
                 '--compile', '--compile-backend', 'eager'] + FAST)
     (record, ) = json_lines(capsys.readouterr().out)
     assert (record['model'], record['impl'], record['compile']) == (
         'datpp-tiny', 'reference+sdpa', True)
+    assert len(calls) == 1 and calls[0][1] == dict(backend='eager'), calls
 
 
 def test_bad_arguments(bench, capsys):
