@@ -27,7 +27,7 @@ from einops import rearrange
 from mmengine.logging import MMLogger
 from timm.layers import gen_relative_position_index, trunc_normal_
 
-from .common import AttentionImplMixin, SizeCache
+from .common import AttentionImplMixin, SizeCache, is_exporting
 from .fast_attention import window_sdpa
 
 #: Logit added to masked pairs, as in the 2022 release.
@@ -141,12 +141,13 @@ class WindowAttention(AttentionImplMixin, nn.Module):
         """x: (B, H, W, C) -> (B, H, W, C)."""
         B, H, W, C = x.shape
         w, s = self.window_size, self.shift_size
-        # Traced (ONNX export), H and W stand for any size: pad and mask whatever they are.
-        tracing = torch.jit.is_tracing()
-        if tracing or H % w or W % w:
-            # (w - W % w) % w, not (-W) % w: the ONNX exporter computes % and // of a
-            # negative traced size with truncation, which would crop instead of pad.
-            x = F.pad(x, (0, 0, 0, (w - W % w) % w, 0, (w - H % w) % w))
+        # Exported (torch.export, the ONNX exporters), H and W stand for any size: pad and
+        # mask whatever they are, with sizes that stay symbolic (no branch on H or W).
+        exporting = is_exporting()
+        if exporting or H % w or W % w:
+            # Up to whole windows; n * w - H is never negative, so no % of a negative size
+            # (which the TorchScript exporter computes with truncation).
+            x = F.pad(x, (0, 0, 0, (W + w - 1) // w * w - W, 0, (H + w - 1) // w * w - H))
         padded_h, padded_w = x.shape[1:3]
         if s:
             x = torch.roll(x, (-s, -s), dims=(1, 2))
@@ -154,7 +155,7 @@ class WindowAttention(AttentionImplMixin, nn.Module):
         n_windows, N = windows.shape[:2]
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(N, N, -1).permute(2, 0, 1)  # (heads, N, N)
-        mask = build_window_mask(H, W, w, s, x.device, always=True) if tracing else \
+        mask = build_window_mask(H, W, w, s, x.device, always=True) if exporting else \
             self.attention_mask(H, W, x.device)
         if self.kernel_for(x) == 'sdpa':
             out = window_sdpa(self.qkv(windows), B, self.num_heads, bias, mask)
@@ -172,6 +173,11 @@ class WindowAttention(AttentionImplMixin, nn.Module):
         x = window_reverse(out, w, padded_h, padded_w)
         if s:
             x = torch.roll(x, (s, s), dims=(1, 2))
+        if exporting and not torch.jit.is_tracing():
+            # torch.export cannot prove H <= the padded size, which a slice needs; a gather
+            # of the first H rows and W columns needs no proof.
+            return x.index_select(1, torch.arange(H, device=x.device)).index_select(
+                2, torch.arange(W, device=x.device))
         return x[:, :H, :W].contiguous()
 
     def adapt_state_dict(self, state_dict: Dict, prefix: str) -> None:
