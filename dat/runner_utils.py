@@ -118,3 +118,67 @@ def finish_distributed() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+#: Where each dataset type's layout is described (other types, and COCO / ADE20K datasets
+#: with a ``metainfo`` of their own: :data:`CUSTOM_DATA_DOC`).
+DATA_DOCS = {'ImageNet': 'docs/classification.md', 'CocoDataset': 'docs/detection.md',
+             'ADE20KDataset': 'docs/segmentation.md'}
+CUSTOM_DATA_DOC = 'docs/custom_dataset.md'
+
+
+def _is_url(path) -> bool:
+    return isinstance(path, str) and '://' in path
+
+
+def _dataset_paths(dataset: dict, key: str):
+    """(path, config key, dataset type) of the files a dataset config reads, wrapped datasets
+    included, in the order they are checked: the data root, the annotation file, the
+    folders of ``data_prefix``."""
+    if not isinstance(dataset, dict):
+        return
+    if isinstance(dataset.get('dataset'), dict):
+        yield from _dataset_paths(dataset['dataset'], f'{key}.dataset')
+    for i, inner in enumerate(dataset.get('datasets') or ()):
+        yield from _dataset_paths(inner, f'{key}.datasets[{i}]')
+    kind = str(dataset.get('type', '')).rpartition('.')[2]
+    if kind != 'ImageNet' and dataset.get('metainfo'):
+        kind = 'custom'  # COCO / ADE20K files with classes of their own: docs/custom_dataset.md
+    root = dataset.get('data_root') or ''
+    if root:
+        yield root, f'{key}.data_root', kind
+    if dataset.get('ann_file'):
+        yield osp.join(root, dataset['ann_file']), f'{key}.ann_file', kind
+    prefix = dataset.get('data_prefix')
+    prefixes = prefix.items() if isinstance(prefix, dict) else [('', prefix)]
+    for name, value in prefixes:
+        if isinstance(value, str) and value:
+            yield osp.join(root, value), f"{key}.data_prefix{'.' + name if name else ''}", kind
+
+
+def check_data(cfg: Config, loaders=('train_dataloader', 'val_dataloader')) -> None:
+    """Fail in one line, naming the path, the config key that sets it and the doc of the
+    data's layout, if a file or folder that the datasets of ``loaders`` read is missing
+    (a dataset the user has not prepared, a wrong ``data_root``), instead of mmengine's
+    traceback from deep inside the dataset. ``DAT_TRACEBACK=1`` raises the error with a
+    traceback instead. Rank 0 prints the line, the other ranks exit quietly with status 1.
+
+    With ``DAT_CHECK_ONLY=1`` the process exits with status 0 once the check passed (the
+    Slurm scripts check on the submitting machine before they ask for GPUs)."""
+    for name in loaders:
+        loader = cfg.get(name)
+        if not isinstance(loader, dict):
+            continue
+        for path, key, kind in _dataset_paths(loader.get('dataset'), f'{name}.dataset'):
+            if _is_url(path) or osp.exists(path):
+                continue
+            doc = DATA_DOCS.get(kind, CUSTOM_DATA_DOC)
+            message = (f'{path}: no such file or directory (set by {key}; see {doc} for how '
+                       'to lay out the data)')
+            if os.environ.get('DAT_TRACEBACK') == '1':
+                raise FileNotFoundError(message)
+            if os.environ.get('RANK', os.environ.get('SLURM_PROCID', '0')) != '0':
+                raise SystemExit(1)
+            raise SystemExit(f'error: {message}')
+    if os.environ.get('DAT_CHECK_ONLY') == '1':
+        raise SystemExit(0)

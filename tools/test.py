@@ -11,9 +11,10 @@ from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
 from dat.cli import check_checkpoint, fail, load_config, one_line_errors
+from dat.engine import TrainingStopped, add_stop_hook, exit_stopped, install_stop_signals
 from dat.models.checkpoint import check_fit
-from dat.runner_utils import (add_runner_arguments, apply_runner_arguments, check_image_loading,
-                              finish_distributed, setup_cpu_run)
+from dat.runner_utils import (add_runner_arguments, apply_runner_arguments, check_data,
+                              check_image_loading, finish_distributed, setup_cpu_run)
 
 
 def parse_args():
@@ -33,6 +34,7 @@ def parse_args():
 
 @one_line_errors
 def main():
+    install_stop_signals()  # testing stops cleanly on SIGTERM, SIGINT, SIGUSR1
     args = parse_args()
     cfg = apply_runner_arguments(load_config(args.config, args.cfg_options), args)
     check_checkpoint(args.checkpoint)
@@ -48,6 +50,8 @@ def main():
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
+    check_data(cfg, ['test_dataloader'])  # a missing dataset is one line
+    add_stop_hook(cfg)
     check_image_loading(cfg)
     setup_cpu_run(cfg)
     runner = Runner.from_cfg(cfg)
@@ -55,7 +59,10 @@ def main():
     check_fit(runner.model, args.checkpoint, what=f'model of {args.config}')
     if args.out:
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
-    metrics = runner.test()
+    try:
+        metrics = runner.test()
+    except TrainingStopped as err:
+        exit_stopped(err)
     if runner.rank == 0:
         print(' '.join(f'{k}: {v:.4f}' if isinstance(v, float) else f'{k}: {v}'
                        for k, v in metrics.items()))

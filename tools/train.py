@@ -5,7 +5,8 @@ segmentation; the config's ``default_scope`` picks the library).
     bash tools/dist_train.sh CONFIG GPUS [args]
 
 Without a GPU it runs on the CPU, and distributed runs use the gloo backend. A full disk,
-a diverged loss or an unreadable image stops the run with one line (docs/faults.md).
+a diverged loss or an unreadable image stops the run with one line, and so does missing data;
+SIGTERM, SIGINT and SIGUSR1 save an iteration checkpoint and exit with 75 (docs/faults.md).
 """
 import argparse
 import errno
@@ -16,11 +17,12 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from dat.cli import check_checkpoint, fail, load_config, one_line_errors
-from dat.engine import (TrainingFault, find_resumable_checkpoint, one_line_fault,
-                        remove_stale_temp_files)
+from dat.engine import (TrainingFault, TrainingStopped, add_stop_hook, exit_stopped,
+                        find_resumable_checkpoint, install_stop_signals, one_line_fault,
+                        remove_stale_temp_files, resume_after_requeue)
 from dat.models.checkpoint import CheckpointError, check_fit
-from dat.runner_utils import (add_runner_arguments, apply_runner_arguments, check_image_loading,
-                              finish_distributed, setup_cpu_run)
+from dat.runner_utils import (add_runner_arguments, apply_runner_arguments, check_data,
+                              check_image_loading, finish_distributed, setup_cpu_run)
 
 
 def parse_args():
@@ -80,6 +82,8 @@ def merge_args(cfg: Config, args) -> Config:
             loader['pin_memory'] = False
         if args.no_persistent_workers or loader.get('num_workers', 0) == 0:
             loader['persistent_workers'] = False
+    check_data(cfg)  # a missing dataset is one line (DAT_CHECK_ONLY=1: exit here)
+    add_stop_hook(cfg)
     check_image_loading(cfg)
     setup_cpu_run(cfg)
     return cfg
@@ -92,7 +96,9 @@ def rank0_print(message: str):
 
 @one_line_errors
 def main():
+    install_stop_signals()  # a stop signal saves a checkpoint (docs/faults.md)
     args = parse_args()
+    args.resume = resume_after_requeue(args.resume)
     cfg = merge_args(load_config(args.config, args.cfg_options), args)
     try:
         runner = Runner.from_cfg(cfg)
@@ -100,6 +106,8 @@ def main():
             # mmengine loads load_from with strict=False and only logs what does not fit
             check_fit(runner.model, cfg.load_from, backbones_only=True)
         runner.train()
+    except TrainingStopped as err:  # SIGTERM, SIGINT, SIGUSR1: saved, exit code 75
+        exit_stopped(err)
     except TrainingFault as err:  # a full disk, a diverged loss, an unreadable image
         fail(one_line_fault(err))
     except OSError as err:

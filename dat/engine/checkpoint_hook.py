@@ -207,21 +207,28 @@ class AtomicCheckpointHook(CheckpointHook):
         if not self._atomic:
             runner.save_checkpoint(self.out_dir, filename, self.file_client_args, **kwargs)
             return
-        path = osp.join(self.out_dir, filename)
-        tmp = path + TMP_SUFFIX
-        try:
-            runner.save_checkpoint(self.out_dir, filename + TMP_SUFFIX, self.file_client_args,
+        save_checkpoint_atomically(runner, self.out_dir, filename, self.file_client_args,
                                    **kwargs)
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            _remove_quietly(tmp)
-            raise
-        _fsync_dir(self.out_dir)
+
+
+def save_checkpoint_atomically(runner, out_dir: str, filename: str, *args, **kwargs) -> None:
+    """``runner.save_checkpoint(out_dir, filename, ...)`` into a local ``filename + '.tmp'``,
+    fsynced and renamed to ``filename``; the ``.tmp`` file is removed if anything fails (or
+    the process is interrupted)."""
+    path = osp.join(out_dir, filename)
+    tmp = path + TMP_SUFFIX
+    try:
+        runner.save_checkpoint(out_dir, filename + TMP_SUFFIX, *args, **kwargs)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    _fsync_dir(out_dir)
 
 
 def find_resumable_checkpoint(work_dir: str,

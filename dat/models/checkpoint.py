@@ -299,6 +299,18 @@ _PARTIAL_HINT = ('to load only what fits, use dat.models.checkpoint.load_weights
                  'FILE, strict=False) or init_cfg=dict(..., strict=False)')
 
 
+def _prefix_hint(fit: Fit) -> str:
+    """A hint naming the prefix that would make the checkpoint's extra keys fit, when
+    stripping a leading ``'name.'`` turns some of them into the model's missing keys (a
+    classifier's ``backbone.`` given to a backbone)."""
+    missing = set(fit.missing)
+    heads = {k.split('.', 1)[0] + '.' for k in fit.unexpected if '.' in k}
+    for head in sorted(heads):
+        if any(k[len(head):] in missing for k in fit.unexpected if k.startswith(head)):
+            return f'; its keys under {head!r} would fit with prefix={head!r}'
+    return ''
+
+
 def _weights(source: Union[str, os.PathLike, Mapping[str, torch.Tensor]],
              prefix: Optional[str]) -> Tuple[str, StateDict]:
     """The name of ``source`` in messages, and its weights without ``prefix``."""
@@ -361,17 +373,19 @@ def check_fit(model: nn.Module,
         model = unwrap(model)
         fit = fit_state_dict(model, state)
         if fit.problems(pretrained):
-            where = f' (prefix {prefix!r})' if prefix else ''
+            hint = _prefix_hint(fit)  # the prefix is named when given or when it is the cause
+            where = f' (prefix {prefix or ""!r})' if prefix or hint else ''
             raise CheckpointError(
                 f'{name}{where} does not fit the {what or type(model).__name__}: '
-                f'{fit.describe(pretrained)}; {_PARTIAL_HINT}')
+                f'{fit.describe(pretrained)}{hint}; {_PARTIAL_HINT}')
         return state, fit
     fits = []
     for key, backbone in backbones_of(model):
         fits.append(fit_state_dict(backbone, state, f'{key}.' if key else ''))
         if fits[-1].problems(pretrained):
             raise CheckpointError(f'the weights do not fit the {backbone.weights_name()}: '
-                                  f'{fits[-1].describe(pretrained)}; {_PARTIAL_HINT}')
+                                  f'{fits[-1].describe(pretrained)}{_prefix_hint(fits[-1])}; '
+                                  f'{_PARTIAL_HINT}')
     return state, fits[0] if fits else Fit([], [], [], frozenset())
 
 

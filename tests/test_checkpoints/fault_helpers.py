@@ -56,28 +56,30 @@ class PoisonHook(Hook):
 
 
 def toy_runner(work_dir, max_epochs=3, max_keep_ckpts=1, max_skips=0, clip_grad=True, lr=0.01,
-               poison=(), resume_from=None, checkpoint=None, by_epoch=True):
+               poison=(), resume_from=None, checkpoint=None, by_epoch=True, hooks=(),
+               shuffle=False, param_scheduler=None):
     """A Runner of the toy model with the DAT hooks: AtomicCheckpointHook (every epoch, also
     with ``by_epoch=False``: every ITERS_PER_EPOCH iterations) and NonFiniteCheckHook;
-    ``poison``: iterations whose loss is NaN."""
+    ``poison``: iterations whose loss is NaN; ``hooks``: more custom hooks."""
     optim_wrapper = dict(optimizer=dict(type='SGD', lr=lr, momentum=0.9))
     if clip_grad:
         optim_wrapper['clip_grad'] = dict(max_norm=10.0)
-    hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', by_epoch=by_epoch,
-                                 interval=1 if by_epoch else ITERS_PER_EPOCH,
-                                 max_keep_ckpts=max_keep_ckpts, **(checkpoint or {})),
-                 logger=dict(type='LoggerHook', interval=1))
+    default_hooks = dict(
+        checkpoint=dict(type='AtomicCheckpointHook', by_epoch=by_epoch,
+                        interval=1 if by_epoch else ITERS_PER_EPOCH,
+                        max_keep_ckpts=max_keep_ckpts, **(checkpoint or {})),
+        logger=dict(type='LoggerHook', interval=1))
     if max_skips is not None:
-        hooks['nonfinite'] = dict(type='NonFiniteCheckHook', max_skips=max_skips)
+        default_hooks['nonfinite'] = dict(type='NonFiniteCheckHook', max_skips=max_skips)
     return Runner(
         model=ToyModel(), work_dir=str(work_dir), default_scope='mmengine',
         train_dataloader=dict(dataset=ToyDataset(), batch_size=2, num_workers=0,
-                              sampler=dict(type='DefaultSampler', shuffle=False),
+                              sampler=dict(type='DefaultSampler', shuffle=shuffle),
                               collate_fn=dict(type='default_collate')),
-        optim_wrapper=optim_wrapper,
+        optim_wrapper=optim_wrapper, param_scheduler=param_scheduler,
         train_cfg=dict(by_epoch=True, max_epochs=max_epochs) if by_epoch else dict(
             by_epoch=False, max_iters=max_epochs * ITERS_PER_EPOCH),
-        default_hooks=hooks, custom_hooks=[PoisonHook(poison)],
+        default_hooks=default_hooks, custom_hooks=[PoisonHook(poison), *hooks],
         resume=resume_from is not None, load_from=resume_from, log_level=logging.WARNING,
         randomness=dict(seed=0), experiment_name=f'toy_run_{next(_RUNS)}',
         env_cfg=dict(dist_cfg=dict(backend='gloo')))

@@ -151,6 +151,7 @@ def test_wrong_prefix_names_the_checkpoint_keys(converted):
         backbone.init_weights()
     assert 'in the checkpoint but not in the model' in str(error.value)
     assert 'backbone.patch_embed.proj.weight' in str(error.value)
+    assert "its keys under 'backbone.' would fit with prefix='backbone.'" in str(error.value)
 
 
 def test_unsupported_image_shapes(tmp_path):

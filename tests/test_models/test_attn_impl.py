@@ -8,7 +8,7 @@ from mini_configs import DAT_ARCH_2X, DATPP_ARCH
 from dat.models import DAT, DATPlusPlus
 from dat.models.layers import (DeformableAttention, DeformableAttentionPlusPlus,
                                NeighborhoodAttention, WindowAttention, attention_kernels,
-                               attention_layers, set_attention_impl)
+                               attention_layers, fast_attention, set_attention_impl)
 from dat.models.layers.common import summarize_kernels
 
 CPU, CUDA = torch.device('cpu'), torch.device('cuda')
@@ -89,21 +89,25 @@ def test_unknown_or_impossible_requests_are_refused():
 def kernels_that_ran(model, x, training):
     """Run ``model`` (a training step or an inference forward) and return, by layer name, the
     kernel each attention layer actually ran: 'sdpa' where it called
-    F.scaled_dot_product_attention, else 'reference'."""
+    F.scaled_dot_product_attention or fast_attention.attention (which runs the same math
+    without SDPA on the CPU when the mask needs a gradient), else 'reference'."""
     ran, current = {}, []
-    sdpa = F.scaled_dot_product_attention
+    sdpa, attention = F.scaled_dot_product_attention, fast_attention.attention
 
-    def counted(*args, **kwargs):
-        if current:  # else a checkpointed region, run again in the backward
-            ran[current[-1]] = 'sdpa'
-        return sdpa(*args, **kwargs)
+    def counting(function):
+        def counted(*args, **kwargs):
+            if current:  # else a checkpointed region, run again in the backward
+                ran[current[-1]] = 'sdpa'
+            return function(*args, **kwargs)
+        return counted
     handles = []
     for name, layer in attention_layers(model).items():
         ran[name] = 'reference'
         handles.append(layer.register_forward_pre_hook(
             lambda module, args, name=name: current.append(name)))
         handles.append(layer.register_forward_hook(lambda *args: current.pop() and None))
-    F.scaled_dot_product_attention = counted
+    F.scaled_dot_product_attention = counting(sdpa)
+    fast_attention.attention = counting(attention)
     try:
         model.train(training)
         with torch.set_grad_enabled(training):
@@ -111,7 +115,7 @@ def kernels_that_ran(model, x, training):
             if training:
                 sum(o.sum() for o in outs).backward()
     finally:
-        F.scaled_dot_product_attention = sdpa
+        F.scaled_dot_product_attention, fast_attention.attention = sdpa, attention
         for handle in handles:
             handle.remove()
     return ran

@@ -1,9 +1,11 @@
 """The Slurm launchers, unmodified, on a real one-node Slurm cluster (tools/ci/slurm_cluster.sh).
 
 One work dir is shared, in the order a user meets it: ``tools/slurm_train.sh`` trains the mini
-config with 2 tasks (gloo on the CPU) and is cancelled with ``scancel`` after its first
-checkpoint; ``tools/slurm_sbatch_example.sh``, submitted with ``sbatch``, resumes it with
-``--resume`` and finishes; ``tools/slurm_test.sh`` evaluates the result. The cluster has no
+config with 2 tasks (gloo on the CPU), gets the warning signal after its first checkpoint
+(``scancel --signal=USR1``: it saves, runs again and resumes) and is then cancelled with
+``scancel`` (it saves and stops); ``tools/slurm_sbatch_example.sh``, submitted with
+``sbatch``, resumes it with ``--resume`` and finishes; ``tools/slurm_test.sh`` evaluates the
+result. The cluster has no
 GPUs, so the scripts run with ``GRES=none GPUS=2 GPUS_PER_NODE=2 CPUS_PER_TASK=1``.
 
 Where Slurm can't be started (no root, no packages), these tests are skipped and say why;
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / 'tools' / 'ci' / 'slurm_cluster.sh'
@@ -104,10 +107,24 @@ def data(tmp_path_factory):
     return root
 
 
+def wait_for(proc, log, done, what, timeout=600):
+    start = time.monotonic()
+    while not done():
+        assert proc.poll() is None, f'slurm_train.sh ended early:\n{log.read_text()[-5000:]}'
+        assert time.monotonic() - start < timeout, f'no {what} after {timeout} s'
+        time.sleep(0.5)
+
+
+def job_ids(name):
+    return subprocess.run(['squeue', '-h', '-n', name, '-o', '%i'], capture_output=True,
+                          text=True, check=True).stdout.split()
+
+
 @pytest.fixture(scope='module')
 def cancelled(slurm_partition, data, tmp_path_factory):
-    """tools/slurm_train.sh, asked for 50 epochs, cancelled by scancel after its first
-    checkpoint."""
+    """tools/slurm_train.sh, asked for 50 epochs: after its first checkpoint it gets the
+    warning signal (``scancel --signal=USR1``), saves, and runs again, resuming; once that
+    job trains, a plain ``scancel`` stops it for good."""
     root = tmp_path_factory.mktemp('slurm')
     work_dir = root / 'work_dir'
     job = f'dat-ci-train-{os.getpid()}'
@@ -119,29 +136,34 @@ def cancelled(slurm_partition, data, tmp_path_factory):
              '--cfg-options', *shrink(data), 'train_cfg.max_epochs=50'],
             cwd=REPO, env=job_env(), stdout=out, stderr=subprocess.STDOUT)
         try:
-            while not (work_dir / 'last_checkpoint').is_file():
-                assert proc.poll() is None, \
-                    f'slurm_train.sh ended early:\n{log.read_text()[-5000:]}'
-                assert time.monotonic() - start < 600, 'no checkpoint after 10 minutes'
-                time.sleep(0.5)
-            job_ids = subprocess.run(['squeue', '-h', '-n', job, '-o', '%i'], capture_output=True,
-                                     text=True, check=True).stdout.split()
-            subprocess.run(['scancel', *job_ids], check=True)
+            wait_for(proc, log, (work_dir / 'last_checkpoint').is_file, 'checkpoint')
+            first = job_ids(job)
+            subprocess.run(['scancel', '--signal=USR1', *first], check=True)
+            # the second srun, once it trains
+            wait_for(proc, log, lambda: (set(job_ids(job)) - set(first)) and 'Epoch(train)' in
+                     log.read_text().partition('resumed epoch')[2], 'requeued job')
+            second = job_ids(job)
+            subprocess.run(['scancel', *second], check=True)
             returncode = proc.wait(timeout=120)
         finally:
             if proc.poll() is None:
                 proc.kill()
-    return dict(root=root, work_dir=work_dir, job_ids=job_ids, log=log.read_text(),
+    return dict(root=root, work_dir=work_dir, job_ids=second, log=log.read_text(),
                 returncode=returncode, seconds=time.monotonic() - start)
+
+
+def iteration(epoch, batch, per_epoch=3):
+    return (epoch - 1) * per_epoch + batch
 
 
 @pytest.fixture(scope='module')
 def resumed(cancelled, slurm_partition, data):
-    """The same work dir, resumed by tools/slurm_sbatch_example.sh (sbatch --wait) for one
-    more epoch than the cancelled job had finished."""
+    """The same work dir, resumed by tools/slurm_sbatch_example.sh (sbatch --wait) to the end
+    of the epoch that the cancelled job stopped in."""
     work_dir = cancelled['work_dir']
     checkpoint = read_last_checkpoint(work_dir)
-    epoch = int(re.fullmatch(r'epoch_(\d+)\.pth', checkpoint.name).group(1))
+    iters = torch.load(checkpoint, map_location='cpu', weights_only=False)['meta']['iter']
+    epoch = iters // 3  # epochs done
     out = cancelled['root'] / 'sbatch-%j.out'
     start = time.monotonic()
     result = subprocess.run(
@@ -153,23 +175,37 @@ def resumed(cancelled, slurm_partition, data):
     job_id = re.search(r'Submitted batch job (\d+)', result.stdout).group(1)
     log = Path(str(out).replace('%j', job_id)).read_text()
     assert result.returncode == 0, f'sbatch job failed:\n{result.stderr}\n{log[-5000:]}'
-    return dict(epoch=epoch, log=log, seconds=time.monotonic() - start)
+    return dict(epoch=epoch, iters=iters, log=log, seconds=time.monotonic() - start)
 
 
 @pytest.mark.slow
-def test_slurm_train_runs_two_tasks_and_is_cancelled(cancelled):
+def test_slurm_train_runs_two_tasks_requeues_and_is_cancelled(cancelled):
     log = cancelled['log']
-    # the srun command of the script: no --gres (GRES=none), 2 tasks, 1 CPU each
-    srun = next(line for line in log.splitlines() if line.startswith('+ srun'))
-    assert '--gres' not in srun
-    assert '--ntasks=2 --ntasks-per-node=2 --cpus-per-task=1' in srun
+    # the srun command of the script: no --gres (GRES=none), 2 tasks, 1 CPU each, and the
+    # warning signal; run twice: the warning signal requeues, scancel does not
+    sruns = [line for line in log.splitlines() if line.startswith('+ srun')]
+    assert len(sruns) == 2, log[-5000:]
+    assert '--gres' not in sruns[0]
+    assert '--ntasks=2 --ntasks-per-node=2 --cpus-per-task=1 --kill-on-bad-exit=1 ' \
+        '--signal=USR1@120' in sruns[0]
     assert 'Distributed launcher: slurm' in log
     assert 'GPU number: 2' in log  # mmengine's line for the world size
     # 24 images, 2 tasks x batch 4: 3 iterations per epoch (6 with one process)
-    assert train_entries(log)[:3] == [(1, 1, 3), (1, 2, 3), (1, 3, 3)]
-    # cancelled, not finished
-    assert cancelled['returncode'] != 0
-    assert re.search(r'CANCELLED', log)
+    steps = train_entries(log)
+    assert steps[:3] == [(1, 1, 3), (1, 2, 3), (1, 3, 3)]
+    # SIGUSR1: saved at the last iteration trained (nothing lost), requeued, resumed there
+    first, second = log.split('slurm_train.sh: stopped and saved; requeueing')
+    usr1 = re.search(r'^stopped: SIGUSR1 at .*(iter_\d+|epoch_\d+)\.pth', first, re.M)
+    assert usr1, first[-3000:]
+    done = iteration(*train_entries(first)[-1][:2])
+    assert f'resumed epoch: {done // 3}, iter: {done}' in second
+    assert iteration(*train_entries(second)[0][:2]) == done + 1
+    assert 'stopped: SIGUSR1' not in second and 'Traceback' not in log
+    # scancel: saved again, not requeued; the script's status is the stop's
+    assert re.search(r'^stopped: SIGTERM at ', second, re.M), second[-3000:]
+    assert cancelled['returncode'] == 75
+    assert (cancelled['work_dir'] / 'stopped_by').read_text() == 'SIGTERM'
+    assert re.search(r'CANCELLED', second)
     assert not (cancelled['work_dir'] / 'epoch_50.pth').exists()
     assert (cancelled['work_dir'] / 'epoch_1.pth').is_file()
     print(f"slurm_train.sh until cancelled: {cancelled['seconds']:.1f} s")
@@ -177,16 +213,16 @@ def test_slurm_train_runs_two_tasks_and_is_cancelled(cancelled):
 
 @pytest.mark.slow
 def test_sbatch_example_resumes_the_cancelled_job(cancelled, resumed):
-    epoch, log = resumed['epoch'], resumed['log']
+    epoch, iters, log = resumed['epoch'], resumed['iters'], resumed['log']
     work_dir = cancelled['work_dir']
-    assert f'resumed epoch: {epoch}, iter: {3 * epoch}' in log
+    assert f'resumed epoch: {epoch}, iter: {iters}' in log
     assert 'GPU number: 2' in log
     # it goes on where the cancelled job stopped, and ends after the epoch it was given
-    assert train_entries(log) == [(epoch + 1, i, 3) for i in (1, 2, 3)]
+    assert train_entries(log) == [(epoch + 1, i, 3) for i in range(iters - 3 * epoch + 1, 4)]
     assert read_last_checkpoint(work_dir).name == f'epoch_{epoch + 1}.pth'
     scalars = sorted(work_dir.glob('*/vis_data/scalars.json'))[-1].read_text().splitlines()
     assert [json.loads(line)['iter'] for line in scalars if 'loss' in line] == \
-        [3 * epoch + i for i in (1, 2, 3)]
+        list(range(iters + 1, 3 * epoch + 4))
     print(f"sbatch resume: {resumed['seconds']:.1f} s")
 
 
@@ -224,17 +260,22 @@ def test_scripts_pass_the_variables_to_srun(script, tmp_path):
 
     def srun_args(partition_gres, **env):
         out = tmp_path / 'srun_args'
+        # DATA_CHECK=0: CONFIG is no config (test_slurm_scripts_check_the_data_first)
         subprocess.run(['bash', f'tools/{script}', 'part', 'job', 'CONFIG', 'DIR', '--x', 'y'],
                        cwd=REPO, check=True, capture_output=True,
                        env={**os.environ, 'PATH': f'{bin_dir}:{os.environ["PATH"]}',
-                            'SRUN_OUT': str(out), 'PARTITION_GRES': partition_gres, **env})
+                            'SRUN_OUT': str(out), 'PARTITION_GRES': partition_gres,
+                            'DATA_CHECK': '0', **env})
         return out.read_text().split()
 
     args = srun_args('gpu:8(S:0-1)', GPUS='16', GPUS_PER_NODE='8', CPUS_PER_TASK='6',
                      SRUN_ARGS='--quotatype=auto --time=5')
-    assert args[:10] == ['-p', 'part', '--job-name=job', '--gres=gpu:8', '--ntasks=16',
-                         '--ntasks-per-node=8', '--cpus-per-task=6', '--kill-on-bad-exit=1',
-                         '--quotatype=auto', '--time=5']
+    # training asks for the warning signal before the time limit (docs/faults.md)
+    signal = ['--signal=USR1@120'] if script == 'slurm_train.sh' else []
+    assert args[:10 + len(signal)] == [
+        '-p', 'part', '--job-name=job', '--gres=gpu:8', '--ntasks=16', '--ntasks-per-node=8',
+        '--cpus-per-task=6', '--kill-on-bad-exit=1', *signal, '--quotatype=auto', '--time=5']
+    args = args[len(signal):]
     assert args[10:13] == ['python', '-u', f'tools/{script[6:-3]}.py']
     assert args[-5:-3] == ['CONFIG', 'DIR' if script == 'slurm_test.sh' else '--work-dir=DIR']
     assert args[-3:] == ['--launcher=slurm', '--x', 'y']
@@ -245,3 +286,55 @@ def test_scripts_pass_the_variables_to_srun(script, tmp_path):
     assert not any(a.startswith('--gres') for a in srun_args('(null)', GPUS_PER_NODE='2'))
     assert not any(a.startswith('--gres') for a in srun_args('gpu:8', GRES='none'))
     assert '--gres=gpu:a100:4' in srun_args('(null)', GRES='gpu:a100:4')
+
+
+# A stand-in for srun: call N stops with the N-th signal of STOPS (writes WORK_DIR/stopped_by
+# as train.py does, exits with 75) or, past the list, finishes (exit 0); each call is a line
+# of CALLS.
+FAKE_SRUN = r"""#!/usr/bin/env bash
+echo "auto=${DAT_AUTO_RESUME:-} stop_signals=${DAT_STOP_SIGNALS:-} $*" >> "$CALLS"
+IFS=, read -ra stops <<< "$STOPS"
+stop=${stops[$(($(wc -l < "$CALLS") - 1))]:-}
+[ -z "$stop" ] && exit 0
+mkdir -p "$WORK_DIR" && printf %s "$stop" > "$WORK_DIR/stopped_by" && exit 75
+"""
+
+
+@pytest.mark.parametrize('stops, env, calls, requeued, returncode', [
+    # outside sbatch: a new srun after each stop by the warning signal, which resumes
+    ('SIGUSR1,SIGUSR1', {}, 3, None, 0),
+    # inside an sbatch job: the job is queued again (and resumes: SLURM_RESTART_COUNT)
+    ('SIGUSR1', {'SLURM_JOB_ID': '42'}, 1, 'requeue 42', 75),
+    # scancel (SIGTERM) and Ctrl-C stop for good; so does any stop with REQUEUE=0
+    ('SIGTERM', {}, 1, None, 75),
+    ('SIGINT', {'SLURM_JOB_ID': '42'}, 1, None, 75),
+    ('SIGUSR1', {'REQUEUE': '0', 'SLURM_JOB_ID': '42'}, 1, None, 75),
+    # another signal, given by number
+    ('SIGUSR2', {'SIGNAL': '12', 'SIGNAL_TIME': '300'}, 2, None, 0),
+])
+def test_slurm_train_requeues_on_its_warning_signal(tmp_path, stops, env, calls, requeued,
+                                                    returncode):
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'srun').write_text(FAKE_SRUN)
+    (bin_dir / 'scontrol').write_text('#!/bin/sh\necho "$@" >> "$SCONTROL_OUT"\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    work_dir, calls_file, scontrol = tmp_path / 'work', tmp_path / 'calls', tmp_path / 'scontrol'
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith('SLURM_') and k not in ('DAT_AUTO_RESUME', 'REQUEUE', 'SIGNAL')}
+    result = subprocess.run(
+        ['bash', 'tools/slurm_train.sh', 'part', 'job', 'CONFIG', str(work_dir)], cwd=REPO,
+        capture_output=True, text=True,
+        env={**base, 'PATH': f'{bin_dir}:{os.environ["PATH"]}', 'DATA_CHECK': '0',
+             'GRES': 'none', 'STOPS': stops, 'CALLS': str(calls_file), 'WORK_DIR': str(work_dir),
+             'SCONTROL_OUT': str(scontrol), **env})
+    assert result.returncode == returncode, result.stderr
+    lines = calls_file.read_text().splitlines()
+    assert len(lines) == calls, lines
+    signal, seconds = env.get('SIGNAL', 'USR1'), env.get('SIGNAL_TIME', '120')
+    # only the srun calls after a requeue resume by themselves
+    assert [line.split()[:2] for line in lines] == \
+        [['auto=' if i == 0 else 'auto=1', f'stop_signals={signal}'] for i in range(calls)]
+    assert all(f'--signal={signal}@{seconds}' in line.split() for line in lines)
+    assert (scontrol.read_text().strip() if scontrol.exists() else None) == requeued

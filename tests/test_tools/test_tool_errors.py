@@ -121,3 +121,109 @@ def test_benchmark(bad, load_tool):
     main = load_tool('analysis_tools/benchmark.py').main
     one_line(exit_message(main, ['--config', bad['config'], '--device', 'cpu']), 'config',
              bad['config'])
+
+
+# Data that is not there: the path, the config key that sets it, the doc of the layout.
+
+CUSTOM_CONFIG = """
+_base_ = ['{repo}/configs/mask_rcnn/mask-rcnn_dat-tiny_fpn_amp-1x_coco.py']
+metainfo = dict(classes=('box', 'disk'))
+train_dataloader = dict(dataset=dict(data_root='{root}', metainfo=metainfo))
+"""
+
+# (config, the data root's state, the missing path under it for training and for testing,
+# its key, the doc)
+MISSING_DATA = {
+    'cls': ('configs/dat/dat-tiny_8xb128-amp_in1k.py', 'absent', ('', ''), 'data_root',
+            'docs/classification.md'),
+    'det': ('configs/mask_rcnn/mask-rcnn_dat-tiny_fpn_amp-1x_coco.py', 'empty',
+            ('annotations/instances_train2017.json', 'annotations/instances_val2017.json'),
+            'ann_file', 'docs/detection.md'),
+    'seg': ('configs/upernet/upernet_dat-tiny_8xb2-amp-160k_ade20k-512x512.py', 'empty',
+            ('images/training', 'images/validation'), 'data_prefix.img_path',
+            'docs/segmentation.md'),
+    'custom': (None, 'absent', ('', None), 'data_root', 'docs/custom_dataset.md'),
+}
+
+
+def missing_data_line(path, key, doc, loader='train_dataloader'):
+    return (f'error: {path}: no such file or directory (set by {loader}.dataset.{key}; '
+            f'see {doc} for how to lay out the data)')
+
+
+@pytest.mark.parametrize('family', MISSING_DATA)
+def test_missing_data_names_path_key_and_doc(family, tmp_path, monkeypatch):
+    """dat.runner_utils.check_data, which tools/train.py (train and val loaders) and
+    tools/test.py (the test loader) call before the Runner is built."""
+    from dat.cli import load_config
+    from dat.runner_utils import check_data
+    config, state, missing, key, doc = MISSING_DATA[family]
+    root = tmp_path / 'data'
+    if state == 'empty':
+        root.mkdir()
+    if config is None:
+        config = tmp_path / 'custom.py'
+        config.write_text(CUSTOM_CONFIG.format(repo=REPO, root=root))
+    options = {f'{loader}.dataset.data_root': str(root)
+               for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')}
+    cfg = load_config(str(config), {} if family == 'custom' else options)
+    for loaders, loader, under in ((['train_dataloader', 'val_dataloader'], 'train_dataloader',
+                                    missing[0]), (['test_dataloader'], 'test_dataloader',
+                                                  missing[1])):
+        if under is None:
+            continue  # the custom config sets the training data only
+        path = str(root / under) if under else str(root)
+        with pytest.raises(SystemExit) as error:
+            check_data(cfg, loaders)
+        assert str(error.value) == missing_data_line(path, key, doc, loader)
+    # ranks other than 0 exit quietly; DAT_TRACEBACK=1 raises the error itself
+    monkeypatch.setenv('RANK', '1')
+    with pytest.raises(SystemExit) as error:
+        check_data(cfg)
+    assert error.value.code == 1
+    monkeypatch.setenv('RANK', '0')
+    monkeypatch.setenv('DAT_TRACEBACK', '1')
+    with pytest.raises(FileNotFoundError, match='no such file or directory'):
+        check_data(cfg)
+
+
+def test_data_check_only_exits_0_when_the_data_is_there(tmp_path, monkeypatch):
+    from dat.cli import load_config
+    from dat.runner_utils import check_data
+    cfg = load_config('configs/dat/dat-tiny_8xb128-amp_in1k.py',
+                      {f'{loader}.dataset.data_root': str(tmp_path)
+                       for loader in ('train_dataloader', 'val_dataloader')})
+    check_data(cfg)  # ImageNet reads its root's folders itself: the root is what is checked
+    monkeypatch.setenv('DAT_CHECK_ONLY', '1')
+    with pytest.raises(SystemExit) as error:
+        check_data(cfg)
+    assert error.value.code == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('tool', ['train.py', 'slurm_test.sh'])
+def test_missing_data_is_one_line(tool, bad, tmp_path):
+    """tools/train.py, and tools/test.py as slurm_test.sh runs it before srun (a stand-in
+    that must not be called)."""
+    root = tmp_path / 'no_imagenet'
+    options = ['--cfg-options'] + [f'{loader}.dataset.data_root={root}' for loader in
+                                   ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    config = 'configs/dat/dat-tiny_8xb128-amp_in1k.py'
+    if tool == 'train.py':
+        cmd = [sys.executable, 'tools/train.py', config, '--work-dir', tmp_path / 'work']
+        loader = 'train_dataloader'
+    else:
+        torch.save({'state_dict': {'w': torch.zeros(1)}}, tmp_path / 'ckpt.pth')
+        cmd = ['bash', 'tools/slurm_test.sh', 'part', 'job', config, tmp_path / 'ckpt.pth']
+        loader = 'test_dataloader'
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'srun').write_text(f'#!/bin/sh\ntouch {tmp_path}/srun_called\n')
+    (bin_dir / 'srun').chmod(0o755)
+    result = subprocess.run(
+        [str(c) for c in cmd + options], cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, 'PYTHONPATH': str(REPO), 'PATH': f'{bin_dir}:{os.environ["PATH"]}'})
+    assert result.returncode == 1
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert lines == [missing_data_line(root, 'data_root', 'docs/classification.md', loader)]
+    assert not (tmp_path / 'srun_called').exists()

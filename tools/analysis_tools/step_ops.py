@@ -76,6 +76,17 @@ PASS_THROUGH = ('aten::to', 'aten::_to_copy', 'aten::contiguous', 'aten::clone',
                 'aten::reshape', 'aten::copy_')
 
 
+def source_line(event) -> str:
+    """The innermost line of dat or timm in the Python stack of ``event`` or of the nearest
+    op above it that has one (ops of the backward have none: '-')."""
+    while event is not None:
+        frames = [f for f in (event.stack or []) if '/dat/' in f or 'timm/' in f]
+        if frames:
+            return frames[0].split('/dat/')[-1].split('timm/')[-1]
+        event = event.cpu_parent
+    return '-'
+
+
 def nondeterministic_ops(names) -> list:
     """The ops among ``names`` that the table lists, sorted."""
     listed = {op for ops in NONDETERMINISTIC_ON_CUDA.values() for op in ops}
@@ -143,8 +154,7 @@ def profile_step(spec: str, img_size: int, batch_size: int, amp: str, top: int =
             parent = event.cpu_parent
             while parent is not None and parent.name in PASS_THROUGH:
                 parent = parent.cpu_parent
-            frames = [f for f in (event.stack or []) if '/dat/' in f or 'timm/' in f]
-            key = f'{parent.name if parent else "-"} @ {frames[0] if frames else "-"}'
+            key = f'{parent.name if parent else "-"} @ {source_line(event)}'
             by_caller[key][0] += 1
             by_caller[key][1] += nbytes
     names = Counter(event.name for event in events)

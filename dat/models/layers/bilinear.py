@@ -80,7 +80,10 @@ def sample_rows(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
 def bias_axis_weights(query: torch.Tensor, keys: torch.Tensor, size: int) -> torch.Tensor:
     """``a`` of one axis: (G, B, Nk, Nq, size) weights of the table's cells along the axis
     for the displacements ``(query - key) / 2`` (``query`` (Nq,), ``keys`` (B, G, Nk))."""
-    displacement = (query[None, None, None, :] - keys.permute(1, 0, 2)[..., None]) * 0.5
+    # Keys made (G, B, Nk)-contiguous first (a copy of a few hundred numbers), so that the
+    # weights come out in the layout that the bias GEMMs read without a copy.
+    keys = keys.permute(1, 0, 2).contiguous()
+    displacement = (query[None, None, None, :] - keys[..., None]) * 0.5
     return axis_weights(to_pixels(displacement, size), size)
 
 

@@ -324,9 +324,8 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
         """SDPA for the queries ``q`` (B, M, n, d) of the grid rows at ``ys`` and the columns
         at ``xs`` (n = len(ys) * len(xs)), with the keys at ``keys`` (B, G, Nk, 2)."""
         bias = separable_position_bias(self.rpe_table, (ys, xs), keys)  # (B, G, M/G, h, W, Nk)
-        mask = fast_attention.aligned_empty(q.shape[:3] + keys.shape[2:3], q.dtype, q.device)
-        mask.view(bias.shape).copy_(bias)  # cast, layout and alignment in one copy
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        mask = fast_attention.into_mask(bias, q.shape[:3] + keys.shape[2:3], q.dtype)
+        return fast_attention.attention(q, k, v, mask, self.scale)
 
     def adapt_state_dict(self, state_dict: Dict, prefix: str) -> None:
         """Resize a table of another feature-map size in ``state_dict``, in place (see

@@ -8,8 +8,13 @@ attention's dtype and with its rows at a multiple of :data:`MASK_ALIGN` elements
 memory-efficient CUDA kernel, the one that takes a mask that needs a gradient, would
 otherwise pad and copy the mask in the forward and again in the backward. The attention
 weights are not stored for the backward pass.
+
+On the CPU, torch's fused SDPA kernel takes no mask that needs a gradient; its fallback (the
+math kernel) first copies bf16 / fp16 queries, keys, values and mask to float32. There
+:func:`attention` computes the same attention in the inputs' dtype, as the reference path
+does, without those copies.
 """
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -38,9 +43,46 @@ def aligned_empty(shape: Sequence[int], dtype: torch.dtype,
     return torch.empty((*lead, padded), dtype=dtype, device=device)[..., :n]
 
 
+class _IntoMask(torch.autograd.Function):
+    """``bias`` copied into an (aligned) mask; the backward casts the mask's gradient back
+    in one copy (a plain ``copy_`` into a view would add a clone of the whole buffer and a
+    strided scatter to the backward)."""
+
+    @staticmethod
+    def forward(ctx, bias: torch.Tensor, shape: Tuple[int, ...], dtype: torch.dtype,
+                aligned: bool) -> torch.Tensor:
+        ctx.bias_shape, ctx.bias_dtype = bias.shape, bias.dtype
+        mask = (aligned_empty(shape, dtype, bias.device) if aligned
+                else torch.empty(shape, dtype=dtype, device=bias.device))
+        mask.view(bias.shape).copy_(bias)
+        return mask
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad.reshape(ctx.bias_shape).to(ctx.bias_dtype), None, None, None
+
+
+def into_mask(bias: torch.Tensor, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """``bias`` (any shape that views as ``shape``) as an SDPA mask of ``shape`` in ``dtype``:
+    cast, layout and (on CUDA) row alignment in one copy, and one copy back for its
+    gradient."""
+    return _IntoMask.apply(bias, tuple(shape), dtype, bias.device.type != 'cpu')
+
+
 def needs_grad(*tensors: torch.Tensor) -> bool:
     """Whether autograd records an op on ``tensors`` here."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+              scale: Optional[float] = None) -> torch.Tensor:
+    """``F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)``; on the CPU
+    with a mask that needs a gradient, the same math in the inputs' dtype (see the module's
+    docstring)."""
+    if q.device.type != 'cpu' or not needs_grad(mask):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    return (torch.matmul(q * scale, k.transpose(-2, -1)) + mask).softmax(-1) @ v
 
 
 def window_sdpa(qkv: torch.Tensor, batch: int, num_heads: int, bias: torch.Tensor,
@@ -62,7 +104,7 @@ def window_sdpa(qkv: torch.Tensor, batch: int, num_heads: int, bias: torch.Tenso
     q, k, v = rearrange(qkv, '(b nw) n (three m d) -> three b (nw m) n d', b=batch, three=3,
                         m=num_heads).unbind(0)
     attn_mask = bias[None] if mask is None else bias[None] + mask[:, None]
-    attn_mask = aligned_mask(attn_mask.expand(nW, num_heads, N, N)
-                             .reshape(1, nW * num_heads, N, N).to(q.dtype))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    attn_mask = into_mask(attn_mask.expand(nW, num_heads, N, N), (1, nW * num_heads, N, N),
+                          q.dtype)
+    out = attention(q, k, v, attn_mask)
     return rearrange(out, 'b (nw m) n d -> (b nw) n (m d)', m=num_heads)

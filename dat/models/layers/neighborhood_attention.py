@@ -36,6 +36,7 @@ from einops import rearrange
 from timm.layers import trunc_normal_
 from torch.utils.checkpoint import checkpoint
 
+from . import fast_attention
 from .common import AttentionImplMixin, SizeCache, is_exporting
 from .fast_attention import aligned_mask
 
@@ -163,7 +164,7 @@ def blocked_neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Te
     q = rearrange(q, 'b (ny u) (nx v) m d -> b (m ny nx) (u v) d', u=T, v=T)
     k, v = (rearrange(t, 'b h w m d -> b m (h w) d')[:, :, keys] for t in (k, v))
     k, v = (t.view(B, M * n_y * n_x, L * L, d) for t in (k, v))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    out = fast_attention.attention(q, k, v, mask, scale)
     out = rearrange(out, 'b (m ny nx) (u v) d -> b (ny u) (nx v) m d', m=M, nx=n_x, u=T)
     return out[:, pad_y:pad_y + H, pad_x:pad_x + W]
 
