@@ -264,7 +264,7 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
         H, W = x.shape[1:3]
-        kernel = self.kernel_for(x)
+        kernel = 'sdpa' if torch.compiler.is_exporting() else self.kernel_for(x)
         q, k, v, positions, _ = self.attend_inputs(x, kernel)
         if kernel == 'reference':
             out = self.attention_weights(q, k, positions, H, W) @ v
@@ -306,10 +306,13 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
         keys = positions.flatten(2, 3)  # (B, G, Nk, 2)
         # Query points in the positions' dtype: with them they address table cells.
         ys, xs = self.query_axes(height, width, positions.dtype, q.device)
+        # Traced or exported (ONNX, torch.export: any size), the blocks' layout would be that
+        # of the traced size: one piece.
+        if torch.jit.is_tracing() or torch.compiler.is_exporting():
+            return self._sdpa_rows(q, k, v, keys, ys, xs)
         checkpointed = fast_attention.needs_grad(q, k, v, self.rpe_table, positions)
         rows = self.bias_rows(q.shape[0], height, width, k.shape[2], training=checkpointed)
-        # Traced (ONNX export, any size), the blocks' layout would be that of the traced size.
-        if rows is None or torch.jit.is_tracing():
+        if rows is None:
             return self._sdpa_rows(q, k, v, keys, ys, xs)
         blocks = []
         for start in range(0, height, rows):

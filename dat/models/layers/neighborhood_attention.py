@@ -223,9 +223,10 @@ class NeighborhoodAttention(AttentionImplMixin, nn.Module):
             x = F.pad(x, (0, 0, 0, torch.sym_max(K - W, 0), 0, torch.sym_max(K - H, 0)))
         padded_h, padded_w = x.shape[1:3]
         qkv = self.qkv(x).reshape(B, padded_h, padded_w, 3, M, C // M)
-        # The tiles' layout depends on the size; traced (ONNX export, any size), the gathers
-        # of the reference kernel follow the traced size.
-        if self.kernel_for(x) == 'sdpa':
+        # The tiles' layout depends on the size; traced or exported (ONNX, torch.export, any
+        # size), the gathers of the reference kernel follow the size instead.
+        kernel = 'reference' if torch.compiler.is_exporting() else self.kernel_for(x)
+        if kernel == 'sdpa':
             q, k, v = qkv.unbind(3)
             if torch.is_grad_enabled() and not torch.compiler.is_compiling():
                 # The halos and masks are rebuilt in the backward (as flash attention
