@@ -159,6 +159,9 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
     (M, 2H_t - 1, 2W_t - 1).
     """
 
+    #: The kernel that ``torch.export`` traces, for any input size: the one whose views the
+    #: exporter can follow without guards on the size (equal to the others up to rounding).
+    export_kernel = 'reference'
     #: The SDPA kernel makes its position bias in blocks of query rows once the whole bias
     #: would have more than this many elements (B * heads * queries * keys; 2**26 is
     #: 256 MiB in fp32), and with gradients runs each block under
@@ -264,7 +267,7 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
         H, W = x.shape[1:3]
-        kernel = 'sdpa' if torch.compiler.is_exporting() else self.kernel_for(x)
+        kernel = self.export_kernel if torch.compiler.is_exporting() else self.kernel_for(x)
         q, k, v, positions, _ = self.attend_inputs(x, kernel)
         if kernel == 'reference':
             out = self.attention_weights(q, k, positions, H, W) @ v
