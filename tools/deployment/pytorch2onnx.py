@@ -117,9 +117,10 @@ def export(module: nn.Module, x: torch.Tensor, out: str, output_names: List[str]
     from torch.export import Dim
     dynamic_shapes = None
     if dynamic:
-        # Free batch, height and width; the backbone refuses inputs under 32 px itself.
-        dynamic_shapes = ({0: Dim('batch', min=1, max=1024), 2: Dim('height', min=32),
-                           3: Dim('width', min=32)}, )
+        # Free batch, height and width, sides from 64 px (below, a stage would be 1 pixel
+        # high or wide, which the exported graph does not cover).
+        dynamic_shapes = ({0: Dim('batch', min=1, max=1024), 2: Dim('height', min=64),
+                           3: Dim('width', min=64)}, )
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', category=DeprecationWarning)
         warnings.filterwarnings('ignore', category=UserWarning)
