@@ -43,6 +43,8 @@ from dat.cli import load_config as load_config_file
 #: 16 and later (GridSample).
 OPSET, LEGACY_OPSET = 18, 17
 ATOL = 1e-4
+#: The smallest side of the inputs of a graph exported with --dynamic.
+MIN_DYNAMIC_SIDE = 64
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -119,8 +121,9 @@ def export(module: nn.Module, x: torch.Tensor, out: str, output_names: List[str]
     if dynamic:
         # Free batch, height and width, sides from 64 px (below, a stage would be 1 pixel
         # high or wide, which the exported graph does not cover).
-        dynamic_shapes = ({0: Dim('batch', min=1, max=1024), 2: Dim('height', min=64),
-                           3: Dim('width', min=64)}, )
+        side = dict(min=MIN_DYNAMIC_SIDE)
+        dynamic_shapes = ({0: Dim('batch', min=1, max=1024), 2: Dim('height', **side),
+                           3: Dim('width', **side)}, )
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', category=DeprecationWarning)
         warnings.filterwarnings('ignore', category=UserWarning)
@@ -185,6 +188,9 @@ def main(argv: Optional[Sequence[str]] = None):
         fail('--check-shape checks a graph exported with --dynamic; add --dynamic')
     for name, (h, w) in [('--shape', args.shape)] + [('--check-shape', s)
                                                      for s in args.check_shape or []]:
+        if args.dynamic and not args.legacy and min(h, w) < MIN_DYNAMIC_SIDE:
+            fail(f'{name} {h} {w}: a graph exported with --dynamic takes sides from '
+                 f'{MIN_DYNAMIC_SIDE} px (below, a stage would be 1 pixel high or wide)')
         try:
             with torch.no_grad():
                 module(torch.zeros(1, 3, h, w))
