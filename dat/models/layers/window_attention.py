@@ -13,6 +13,10 @@ The masks depend only on the map size, the window and the shift; a layer keeps t
 small LRU cache (:attr:`WindowAttention.mask_cache`), which the backbone shares between its
 window layers, so memory does not grow with the number of input sizes.
 
+Exported with ``torch.export`` (which torch's ONNX exporter runs), the layer runs
+:meth:`WindowAttention.forward_exported`: the reference math for any H and W (always padded
+and masked), written so that the exporter needs no guard on the size.
+
 ``attn_impl`` (see :mod:`dat.models.layers.common`): ``'reference'`` is the plain PyTorch
 code below (``'auto'`` off CUDA); ``'sdpa'`` (``'auto'`` on CUDA) runs the same math with
 ``F.scaled_dot_product_attention``, the bias and mask passed as ``attn_mask``.
