@@ -23,11 +23,20 @@ DENSE_CONFIG = f"""
 default_scope = 'mmseg'
 model = dict(type='EncoderDecoder', backbone={BACKBONE.replace('OUT', '(0, 1, 2, 3)')})
 """
-DATPP_DENSE_CONFIG = f"""
+#: One block per stage (every kind once): what the --dynamic tests export, to stay cheap.
+SMALL_DAT = dict(ARCH, depths=[1, 1, 1, 1], block_types=['L', 'S', 'D', 'S'])
+SMALL_DATPP = dict(DATPP_ARCH, depths=[1, 1, 1, 1], block_types=['N', 'D', 'N', 'D'])
+SMALL_DENSE_CONFIGS = dict(
+    dat=f"""
 default_scope = 'mmseg'
-model = dict(type='EncoderDecoder', backbone=dict(type='DATPlusPlus', arch={DATPP_ARCH!r},
+model = dict(type='EncoderDecoder', backbone=dict(type='DAT', arch={SMALL_DAT!r}, img_size=64,
+                                                  window_size=4, out_indices=(0, 1, 2, 3)))
+""",
+    datpp=f"""
+default_scope = 'mmseg'
+model = dict(type='EncoderDecoder', backbone=dict(type='DATPlusPlus', arch={SMALL_DATPP!r},
                                                   img_size=64, out_indices=(0, 1, 2, 3)))
-"""
+""")
 
 
 @pytest.fixture(scope='module')
@@ -118,24 +127,25 @@ def test_classifier_dynamic_size(tool, repo_root, tmp_path, capsys, config):
     assert 'dynamic: input (2, 3, 256, 288)' in text and 'dynamic: input (2, 3, 237, 231)' in text
 
 
-@pytest.mark.parametrize('arch', ['dat', 'datpp'])
-def test_mini_backbone_dynamic_size(tool, mini, tmp_path, capsys, arch):
-    """The backbone (one output per stage) exported at 64 x 96 with --dynamic holds at the
-    default check sizes (96 x 160, 77 x 103) and at one more, checked here again."""
-    config = mini['dense']
-    if arch == 'datpp':
-        config = tmp_path / 'datpp.py'
-        config.write_text(DATPP_DENSE_CONFIG)
+@pytest.mark.parametrize('arch, legacy', [('dat', False), ('datpp', False), ('dat', True)])
+def test_mini_backbone_dynamic_size(tool, tmp_path, capsys, arch, legacy):
+    """The backbone (one output per stage) exported at 64 x 96 with --dynamic (torch's
+    exporter, or the TorchScript one with --legacy) holds at the default check sizes
+    (96 x 160, 77 x 103) and at one more, checked here again."""
+    config = tmp_path / f'{arch}.py'
+    config.write_text(SMALL_DENSE_CONFIGS[arch])
     out = tmp_path / 'backbone.onnx'
     tool.main([str(config), '--backbone', '--shape', '64', '96', '--out', str(out),
-               '--dynamic'])
+               '--dynamic'] + ['--legacy'] * legacy)
     text = capsys.readouterr().out
     diffs = printed_differences(text)
     assert len(diffs) == 4 + 2 and max(diffs) <= 1e-4, text  # 4 outputs, then 2 sizes
     assert 'input (2, 3, 77, 103)' in text
+    assert f'(opset {17 if legacy else 18})' in text
     torch.manual_seed(0)
-    backbone = (DATPlusPlus(DATPP_ARCH, img_size=64, out_indices=(0, 1, 2, 3)) if arch == 'datpp'
-                else DAT(ARCH, img_size=64, window_size=4, out_indices=(0, 1, 2, 3))).eval()
+    backbone = (DATPlusPlus(SMALL_DATPP, img_size=64, out_indices=(0, 1, 2, 3))
+                if arch == 'datpp' else
+                DAT(SMALL_DAT, img_size=64, window_size=4, out_indices=(0, 1, 2, 3))).eval()
     x = torch.randn(1, 3, 70, 90)
     feats = run_onnx(out, x)
     with torch.no_grad():
@@ -156,6 +166,11 @@ def test_errors(tool, mini, tmp_path):
     with pytest.raises(SystemExit, match='too small for DAT'):
         tool.main([mini['cls'], '--shape', '16', '64', '--out', out])
     with pytest.raises(SystemExit, match='--check-shape 20 64: .*too small for DAT'):
-        tool.main([mini['cls'], '--dynamic', '--check-shape', '20', '64', '--out', out])
+        tool.main([mini['cls'], '--dynamic', '--legacy', '--check-shape', '20', '64',
+                   '--out', out])
+    with pytest.raises(SystemExit, match='--check-shape 48 64: .*sides from 64 px'):
+        tool.main([mini['cls'], '--dynamic', '--check-shape', '48', '64', '--out', out])
+    with pytest.raises(SystemExit, match='--opset 17: .*pass --legacy'):
+        tool.main([mini['cls'], '--opset', '17', '--out', out])
     with pytest.raises(SystemExit, match='add --dynamic'):
         tool.main([mini['cls'], '--check-shape', '64', '64', '--out', out])

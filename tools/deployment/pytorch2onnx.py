@@ -7,18 +7,21 @@
     python tools/deployment/pytorch2onnx.py configs/upernet/CONFIG.py CKPT \
         --shape 512 512 --out dat-backbone.onnx --backbone
 
-The graph is exported with torch's TorchScript exporter at opset 17 (GridSample needs
-opset >= 16), then run with onnxruntime on a random input; the tool prints the largest
-absolute difference from PyTorch on each output and fails if it is above 1e-4. The input is
-the normalised image, as the data preprocessor makes it (mean/std are printed).
+The graph is exported with torch's default ONNX exporter (``torch.onnx.export(...,
+dynamo=True)``, which captures the model with ``torch.export`` and translates it with
+``onnxscript``) at opset 18, then run with onnxruntime on a random input; the tool prints the
+largest absolute difference from PyTorch on each output and fails if it is above 1e-4. The
+input is the normalised image, as the data preprocessor makes it (mean/std are printed).
 
 Input size: without ``--dynamic`` the graph is for ``--shape`` at batch 1. ``--dynamic``
-makes the batch size, height and width dynamic (the window, neighbourhood and deformable
-blocks pad and mask for the size the graph is given), and checks the graph at three
-inputs: ``--shape`` at batch 1, then at batch 2 the ``--check-shape`` sizes (by default
-H+32 x W+64 and H+13 x W+7, which is not a multiple of 32); it fails with a clear message
-if any differs from PyTorch. (The TorchScript exporter is used because torch's dynamo
-exporter needs ``onnxscript``, which is not a dependency here.)
+makes the batch size, height and width free ``torch.export.Dim``s (the model is captured at
+batch 2; the window, neighbourhood and deformable blocks pad and mask whatever the size is),
+and checks the graph at three inputs: ``--shape`` at batch 1, then at batch 2 the
+``--check-shape`` sizes (by default H+32 x W+64 and H+13 x W+7, which is not a multiple of
+32); it fails with a clear message if any differs from PyTorch.
+
+``--legacy`` uses torch's deprecated TorchScript exporter instead (``dynamo=False``, opset
+17 by default), only for runtimes that cannot read opset 18; torch will remove it.
 
 Without a checkpoint the model keeps random weights (seed 0), enough to try the export.
 """
@@ -36,8 +39,12 @@ from dat.adapters.builder import TensorMode
 from dat.cli import data_preprocessor, fail
 from dat.cli import load_config as load_config_file
 
-OPSET = 17
+#: Default opsets: torch's exporter writes opset 18 and later; the TorchScript one (--legacy)
+#: 16 and later (GridSample).
+OPSET, LEGACY_OPSET = 18, 17
 ATOL = 1e-4
+#: The smallest side of the inputs of a graph exported with --dynamic.
+MIN_DYNAMIC_SIDE = 64
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -56,7 +63,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--check-shape', type=int, nargs=2, action='append',
                         metavar=('H', 'W'), help='with --dynamic: another input size to '
                         'check at batch 2 (repeatable; default: H+32 W+64 and H+13 W+7)')
-    parser.add_argument('--opset', type=int, default=OPSET, help='ONNX opset (>= 16)')
+    parser.add_argument('--opset', type=int, default=None,
+                        help=f'ONNX opset (default: {OPSET}; with --legacy {LEGACY_OPSET}, '
+                        'at least 16)')
+    parser.add_argument('--legacy', action='store_true',
+                        help="torch's deprecated TorchScript exporter (dynamo=False), only for "
+                        'runtimes that need an opset below 18; torch will remove it')
     return parser.parse_args(argv)
 
 
@@ -101,7 +113,30 @@ def build(cfg, checkpoint: Optional[str], backbone: bool):
 
 
 def export(module: nn.Module, x: torch.Tensor, out: str, output_names: List[str],
-           opset: int, dynamic: bool):
+           opset: int, dynamic: bool, legacy: bool = False):
+    if legacy:
+        return export_legacy(module, x, out, output_names, opset, dynamic)
+    from torch.export import Dim
+    dynamic_shapes = None
+    if dynamic:
+        # Free batch, height and width, sides from 64 px (below, a stage would be 1 pixel
+        # high or wide, which the exported graph does not cover).
+        side = dict(min=MIN_DYNAMIC_SIDE)
+        dynamic_shapes = ({0: Dim('batch', min=1, max=1024), 2: Dim('height', **side),
+                           3: Dim('width', **side)}, )
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', category=DeprecationWarning)
+        warnings.filterwarnings('ignore', category=UserWarning)
+        program = torch.onnx.export(module, (x, ), dynamo=True, opset_version=opset,
+                                    input_names=['input'], output_names=output_names,
+                                    dynamic_shapes=dynamic_shapes, verbose=False)
+    program.save(out, external_data=False)
+
+
+def export_legacy(module: nn.Module, x: torch.Tensor, out: str, output_names: List[str],
+                  opset: int, dynamic: bool):
+    """torch's TorchScript exporter (deprecated): traced, the layers pad and mask for any
+    size too."""
     dynamic_axes = None
     if dynamic:
         spatial = {0: 'batch', 2: 'height', 3: 'width'}
@@ -112,7 +147,7 @@ def export(module: nn.Module, x: torch.Tensor, out: str, output_names: List[str]
         warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
         warnings.filterwarnings('ignore', category=DeprecationWarning)
         warnings.filterwarnings('ignore', category=UserWarning)
-        torch.onnx.export(module, (x, ), out, opset_version=opset, dynamo=False,
+        torch.onnx.export(module, (x[:1], ), out, opset_version=opset, dynamo=False,
                           input_names=['input'], output_names=output_names,
                           dynamic_axes=dynamic_axes, do_constant_folding=True)
 
@@ -138,8 +173,13 @@ def main(argv: Optional[Sequence[str]] = None):
     import onnx
     import onnxruntime as ort
 
+    if args.opset is None:
+        args.opset = LEGACY_OPSET if args.legacy else OPSET
     if args.opset < 16:
         fail(f'--opset {args.opset} has no GridSample (the D blocks need opset >= 16)')
+    if args.opset < 18 and not args.legacy:
+        fail(f"--opset {args.opset}: torch's exporter writes opset 18 and later; pass "
+             '--legacy for the TorchScript exporter (opset 16 and 17)')
     cfg = load_config(args.config)
     module, output_names = build(cfg, args.checkpoint, args.backbone)
     height, width = args.shape
@@ -148,13 +188,18 @@ def main(argv: Optional[Sequence[str]] = None):
         fail('--check-shape checks a graph exported with --dynamic; add --dynamic')
     for name, (h, w) in [('--shape', args.shape)] + [('--check-shape', s)
                                                      for s in args.check_shape or []]:
+        if args.dynamic and not args.legacy and min(h, w) < MIN_DYNAMIC_SIDE:
+            fail(f'{name} {h} {w}: a graph exported with --dynamic takes sides from '
+                 f'{MIN_DYNAMIC_SIDE} px (below, a stage would be 1 pixel high or wide)')
         try:
             with torch.no_grad():
                 module(torch.zeros(1, 3, h, w))
         except ValueError as err:
             fail(f'{name} {h} {w}: {err}')
 
-    export(module, x, args.out, output_names, args.opset, args.dynamic)
+    # torch.export takes batch 1 for a constant: a dynamic graph is captured at batch 2.
+    example = torch.cat([x, x.flip(-1)]) if args.dynamic else x
+    export(module, example, args.out, output_names, args.opset, args.dynamic, args.legacy)
     onnx.checker.check_model(args.out)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # failures are reported below, not logged twice

@@ -115,6 +115,13 @@ def separable_position_bias(table: torch.Tensor, query_axes: Tuple[torch.Tensor,
         # Over ty, with each group's table as the weight: (G, B*Nk*Hq, Th) @ (G, Th, m*Tw).
         weight = rearrange(table.to(dtype), '(g m) ty tx -> g ty (m tx)', g=G)
         rows = torch.bmm(a_y.reshape(G, B * Nk * Hq, Th), weight)
+        if torch.compiler.is_exporting():
+            # The same products, with the query rows and the heads as axes of their own:
+            # joined (Hq * m), the exporter would guard on a divisibility of the sizes that
+            # it cannot prove (m * Tw by m * Hq).
+            bias = torch.matmul(rows.view(G, B * Nk, Hq, m, Tw),
+                                a_x.reshape(G, B * Nk, 1, Wq, Tw).transpose(-1, -2))
+            return rearrange(bias, 'g (b k) i m j -> b g m i j k', b=B)
         # Over tx, per (group, image, key): (G*B*Nk, Hq*m, Tw) @ (G*B*Nk, Tw, Wq).
         bias = torch.bmm(rows.view(G * B * Nk, Hq * m, Tw),
                          a_x.reshape(G * B * Nk, Wq, Tw).transpose(1, 2))

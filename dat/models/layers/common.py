@@ -249,3 +249,10 @@ class SizeCache:
 
     def clear(self):
         self._entries.clear()
+
+
+def is_exporting() -> bool:
+    """Whether the forward is being exported (``torch.export``, which torch's ONNX exporter
+    runs, or the TorchScript tracer of the legacy ONNX exporter): the sizes then stand for
+    any size, so a layer pads and masks whatever they are instead of branching on them."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()

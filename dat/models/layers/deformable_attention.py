@@ -159,6 +159,9 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
     (M, 2H_t - 1, 2W_t - 1).
     """
 
+    #: The kernel that ``torch.export`` traces, for any input size: the one whose views the
+    #: exporter can follow without guards on the size (equal to the others up to rounding).
+    export_kernel = 'reference'
     #: The SDPA kernel makes its position bias in blocks of query rows once the whole bias
     #: would have more than this many elements (B * heads * queries * keys; 2**26 is
     #: 256 MiB in fp32), and with gradients runs each block under
@@ -264,7 +267,7 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
         H, W = x.shape[1:3]
-        kernel = self.kernel_for(x)
+        kernel = self.export_kernel if torch.compiler.is_exporting() else self.kernel_for(x)
         q, k, v, positions, _ = self.attend_inputs(x, kernel)
         if kernel == 'reference':
             out = self.attention_weights(q, k, positions, H, W) @ v
@@ -306,10 +309,13 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
         keys = positions.flatten(2, 3)  # (B, G, Nk, 2)
         # Query points in the positions' dtype: with them they address table cells.
         ys, xs = self.query_axes(height, width, positions.dtype, q.device)
+        # Traced or exported (ONNX, torch.export: any size), the blocks' layout would be that
+        # of the traced size: one piece.
+        if torch.jit.is_tracing() or torch.compiler.is_exporting():
+            return self._sdpa_rows(q, k, v, keys, ys, xs)
         checkpointed = fast_attention.needs_grad(q, k, v, self.rpe_table, positions)
         rows = self.bias_rows(q.shape[0], height, width, k.shape[2], training=checkpointed)
-        # Traced (ONNX export, any size), the blocks' layout would be that of the traced size.
-        if rows is None or torch.jit.is_tracing():
+        if rows is None:
             return self._sdpa_rows(q, k, v, keys, ys, xs)
         blocks = []
         for start in range(0, height, rows):

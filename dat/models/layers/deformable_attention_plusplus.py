@@ -67,6 +67,10 @@ class DeformableAttentionPlusPlus(DeformableAttention):
     Parameter names: those of :class:`.DeformableAttention`.
     """
 
+    #: See :attr:`.DeformableAttention.export_kernel` (the reference kernel's views of the
+    #: key grid would need guards here).
+    export_kernel = 'sdpa'
+
     def key_grid(self, height: int, width: int, dtype: torch.dtype,
                  device: torch.device) -> torch.Tensor:
         return key_grid(height, width, dtype, device)

@@ -37,7 +37,7 @@ from timm.layers import trunc_normal_
 from torch.utils.checkpoint import checkpoint
 
 from . import fast_attention
-from .common import AttentionImplMixin, SizeCache
+from .common import AttentionImplMixin, SizeCache, is_exporting
 from .fast_attention import aligned_mask
 
 #: Side T of the query tiles of the ``'sdpa'`` kernel. Each query attends to (T + K - 1)^2
@@ -216,15 +216,17 @@ class NeighborhoodAttention(AttentionImplMixin, nn.Module):
         """x: (B, H, W, C) -> (B, H, W, C)."""
         B, H, W, C = x.shape
         K, M = self.kernel_size, self.num_heads
-        if torch.jit.is_tracing():  # traced sizes (ONNX export) stand for any size
+        if torch.jit.is_tracing():  # traced sizes are tensors
             x = F.pad(x, (0, 0, 0, (K - W).clamp(min=0), 0, (K - H).clamp(min=0)))
-        elif H < K or W < K:  # zero padding up to the window, as the release does
-            x = F.pad(x, (0, 0, 0, max(K - W, 0), 0, max(K - H, 0)))
+        elif is_exporting() or H < K or W < K:  # zero padding up to the window, as the
+            # release does; exported, with sizes that stay symbolic (no branch on H or W)
+            x = F.pad(x, (0, 0, 0, torch.sym_max(K - W, 0), 0, torch.sym_max(K - H, 0)))
         padded_h, padded_w = x.shape[1:3]
         qkv = self.qkv(x).reshape(B, padded_h, padded_w, 3, M, C // M)
-        # The tiles' layout depends on the size; traced (ONNX export, any size), the gathers
-        # of the reference kernel follow the traced size.
-        if self.kernel_for(x) == 'sdpa':
+        # The tiles' layout depends on the size; traced or exported (ONNX, torch.export, any
+        # size), the gathers of the reference kernel follow the size instead.
+        kernel = 'reference' if torch.compiler.is_exporting() else self.kernel_for(x)
+        if kernel == 'sdpa':
             q, k, v = qkv.unbind(3)
             if torch.is_grad_enabled() and not torch.compiler.is_compiling():
                 # The halos and masks are rebuilt in the backward (as flash attention

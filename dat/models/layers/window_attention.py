@@ -13,6 +13,10 @@ The masks depend only on the map size, the window and the shift; a layer keeps t
 small LRU cache (:attr:`WindowAttention.mask_cache`), which the backbone shares between its
 window layers, so memory does not grow with the number of input sizes.
 
+Exported with ``torch.export`` (which torch's ONNX exporter runs), the layer runs
+:meth:`WindowAttention.forward_exported`: the reference math for any H and W (always padded
+and masked), written so that the exporter needs no guard on the size.
+
 ``attn_impl`` (see :mod:`dat.models.layers.common`): ``'reference'`` is the plain PyTorch
 code below (``'auto'`` off CUDA); ``'sdpa'`` (``'auto'`` on CUDA) runs the same math with
 ``F.scaled_dot_product_attention``, the bias and mask passed as ``attn_mask``.
@@ -60,16 +64,28 @@ def resize_relative_position_table(table: torch.Tensor, window_size: int) -> tor
     return grid.reshape(-1, new * new).T.to(table.dtype).contiguous()
 
 
-def build_window_mask(height: int, width: int, window_size: int, shift_size: int,
-                      device: torch.device, always: bool = False) -> Optional[torch.Tensor]:
-    """The mask of :meth:`WindowAttention.attention_mask`, built (not cached). With
-    ``always``, an all-zero mask rather than None where nothing is masked; ``height`` and
-    ``width`` may then be traced sizes (ONNX export: the mask follows the input size)."""
+def window_counts(height, width, window_size: int):
+    """The windows (rows, columns) of a (height, width) map padded to whole windows.
+
+    Exported (``torch.export``), at least 2 each: a count that may be 1 would make the
+    exporter guard on it at every view of a tensor with that axis (a size-1 axis has any
+    stride), i.e. on the input size. The extra windows are padding, masked out as keys like
+    any padding, so the real tokens attend to what they attend to in eager mode; shifted
+    windows too (the map's wrapped-around bands stay apart, now by padding)."""
+    w = window_size
+    rows, cols = (height + w - 1) // w, (width + w - 1) // w
+    if torch.compiler.is_exporting():
+        rows, cols = torch.sym_max(rows, 2), torch.sym_max(cols, 2)
+    return rows, cols
+
+
+def build_window_grid_mask(height: int, width: int, window_size: int, shift_size: int,
+                           device: torch.device) -> torch.Tensor:
+    """The additive mask of every window of a (height, width) map, (nh, nw, N, N): the
+    mask of :func:`build_window_mask` with the windows' rows and columns apart."""
     w, s = window_size, shift_size
-    # Rounded up without negative sizes (see the padding in forward).
-    padded_h, padded_w = (height + w - 1) // w * w, (width + w - 1) // w * w
-    if not always and s == 0 and (padded_h, padded_w) == (height, width):
-        return None
+    nh, nw = window_counts(height, width, w)
+    padded_h, padded_w = nh * w, nw * w
     rows = torch.arange(padded_h, device=device)
     cols = torch.arange(padded_w, device=device)
     padding = (rows >= height)[:, None] | (cols >= width)[None, :]
@@ -82,10 +98,27 @@ def build_window_mask(height: int, width: int, window_size: int, shift_size: int
         padding = torch.roll(padding, (-s, -s), dims=(0, 1))
     else:
         region = torch.zeros_like(padding, dtype=torch.long)
-    region = window_partition(region[None, :, :, None], w)[..., 0]  # (nW, N)
-    padding = window_partition(padding[None, :, :, None], w)[..., 0]
-    blocked = (region[:, :, None] != region[:, None, :]) | padding[:, None, :]
+
+    def windows(grid):  # (nh * w, nw * w) -> (nh, nw, N), each window row by row
+        grid = grid.unflatten(0, (nh, w)).unflatten(2, (nw, w)).permute(0, 2, 1, 3)
+        return grid.reshape(nh, nw, w * w)
+
+    region, padding = windows(region), windows(padding)
+    blocked = (region[..., :, None] != region[..., None, :]) | padding[..., None, :]
     return torch.zeros(blocked.shape, device=device).masked_fill(blocked, MASK_VALUE)
+
+
+def build_window_mask(height: int, width: int, window_size: int, shift_size: int,
+                      device: torch.device, always: bool = False) -> Optional[torch.Tensor]:
+    """The mask of :meth:`WindowAttention.attention_mask`, (nW, N, N), built (not cached).
+    With ``always``, an all-zero mask rather than None where nothing is masked; ``height``
+    and ``width`` may then be traced sizes (ONNX export: the mask follows the input size)."""
+    w, s = window_size, shift_size
+    # Rounded up without negative sizes (see the padding in forward).
+    padded_h, padded_w = (height + w - 1) // w * w, (width + w - 1) // w * w
+    if not always and s == 0 and (padded_h, padded_w) == (height, width):
+        return None
+    return build_window_grid_mask(height, width, w, s, device).flatten(0, 1)
 
 
 class WindowAttention(AttentionImplMixin, nn.Module):
@@ -141,12 +174,15 @@ class WindowAttention(AttentionImplMixin, nn.Module):
         """x: (B, H, W, C) -> (B, H, W, C)."""
         B, H, W, C = x.shape
         w, s = self.window_size, self.shift_size
-        # Traced (ONNX export), H and W stand for any size: pad and mask whatever they are.
+        if torch.compiler.is_exporting():
+            return self.forward_exported(x)
+        # Traced (the TorchScript ONNX exporter), H and W stand for any size: pad and mask
+        # whatever they are.
         tracing = torch.jit.is_tracing()
         if tracing or H % w or W % w:
-            # (w - W % w) % w, not (-W) % w: the ONNX exporter computes % and // of a
-            # negative traced size with truncation, which would crop instead of pad.
-            x = F.pad(x, (0, 0, 0, (w - W % w) % w, 0, (w - H % w) % w))
+            # Up to whole windows; n * w - H is never negative, so no % of a negative size
+            # (which the TorchScript exporter computes with truncation).
+            x = F.pad(x, (0, 0, 0, (W + w - 1) // w * w - W, 0, (H + w - 1) // w * w - H))
         padded_h, padded_w = x.shape[1:3]
         if s:
             x = torch.roll(x, (-s, -s), dims=(1, 2))
@@ -173,6 +209,35 @@ class WindowAttention(AttentionImplMixin, nn.Module):
         if s:
             x = torch.roll(x, (s, s), dims=(1, 2))
         return x[:, :H, :W].contiguous()
+
+    def forward_exported(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` as ``torch.export`` traces it, for any H and W: the math of the
+        reference kernel, always padded and masked, with the windows' rows and columns kept
+        as axes of their own (B, nh, nw, ...). Nothing is merged with the batch or split from
+        a product of counts, so the exporter needs no guard on the size (such as whether a
+        map is more than one window wide)."""
+        B, H, W, C = x.shape
+        w, s, M = self.window_size, self.shift_size, self.num_heads
+        N = w * w
+        nh, nw = window_counts(H, W, w)
+        x = F.pad(x, (0, 0, 0, nw * w - W, 0, nh * w - H))
+        if s:
+            x = torch.roll(x, (-s, -s), dims=(1, 2))
+        x = x.unflatten(1, (nh, w)).unflatten(3, (nw, w)).permute(0, 1, 3, 2, 4, 5)
+        qkv = self.qkv(x).reshape(B, nh, nw, N, 3, M, C // M)
+        q, k, v = qkv.permute(4, 0, 1, 2, 5, 3, 6).unbind(0)  # each (B, nh, nw, M, N, d)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(N, N, -1).permute(2, 0, 1)  # (heads, N, N)
+        mask = build_window_grid_mask(H, W, w, s, x.device)  # (nh, nw, N, N)
+        attn = (q * self.scale) @ k.transpose(-2, -1) + bias + mask[:, :, None]
+        out = (attn.softmax(dim=-1) @ v).transpose(3, 4).reshape(B, nh, nw, w, w, C)
+        x = self.proj(out).permute(0, 1, 3, 2, 4, 5).reshape(B, nh * w, nw * w, C)
+        if s:
+            x = torch.roll(x, (s, s), dims=(1, 2))
+        # A slice would need a proof that H <= nh * w; a gather of the first H rows and W
+        # columns needs none.
+        return x.index_select(1, torch.arange(H, device=x.device)).index_select(
+            2, torch.arange(W, device=x.device))
 
     def adapt_state_dict(self, state_dict: Dict, prefix: str) -> None:
         """Resize a table of another window size in ``state_dict``, in place (see

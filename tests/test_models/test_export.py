@@ -1,0 +1,48 @@
+"""torch.export with free batch, height and width: one program for every input size.
+
+The window (L, S), neighbourhood (N) and deformable (D) blocks pad and mask while exported,
+with size arithmetic that stays symbolic, so ``torch.export.export`` needs no guard on the
+size. The exported program is run at 224, at a size that is not a multiple of 32 and at a
+detection-like size, against eager mode. Scaled-down models (every block kind, the real
+strides) keep this cheap; full DAT-T and DAT-T++ export the same way (docs/deployment.md).
+"""
+import pytest
+import torch
+from mini_configs import DAT_ARCH, DATPP_ARCH
+from torch.export import Dim
+
+from dat.models import DAT, DATPlusPlus
+
+#: Every block kind once per model: L, S and D (DAT), N and D (DAT++).
+SMALL_DAT = dict(DAT_ARCH, depths=[1, 1, 1, 1], block_types=['L', 'S', 'D', 'S'])
+SMALL_DATPP = dict(DATPP_ARCH, depths=[1, 1, 1, 1], block_types=['N', 'D', 'N', 'D'])
+#: batch x height x width: 224, sides that are not multiples of 32, a detection-like size.
+SIZES = [(1, 224, 224), (2, 200, 264), (1, 320, 480)]
+
+
+def build(family):
+    torch.manual_seed(0)
+    if family == 'dat':
+        # Window 7 as in DAT-T: stage 3 is one window at 224 and more at 320 x 480.
+        return DAT(SMALL_DAT, img_size=224, window_size=7, out_indices=(0, 1, 2, 3)).eval()
+    return DATPlusPlus(SMALL_DATPP, img_size=224, out_indices=(0, 1, 2, 3)).eval()
+
+
+@pytest.mark.parametrize('family', ['dat', 'datpp'])
+def test_export_free_size(family):
+    model = build(family)
+    # Batch 2: torch.export would take a batch of 1 for a constant. Sides from 64 px: below,
+    # a stage is 1 pixel high or wide, which the exported views do not cover.
+    example = torch.randn(2, 3, 224, 224)
+    dims = {0: Dim('batch', min=1, max=64), 2: Dim('height', min=64, max=2048),
+            3: Dim('width', min=64, max=2048)}
+    program = torch.export.export(model, (example, ), dynamic_shapes=(dims, ))
+    exported = program.module()
+    for batch, height, width in SIZES:
+        x = torch.randn(batch, 3, height, width)
+        with torch.no_grad():
+            expected, got = model(x), exported(x)
+        assert len(got) == 4
+        for want, out in zip(expected, got):
+            assert out.shape == want.shape
+            torch.testing.assert_close(out, want, atol=1e-5, rtol=0)
