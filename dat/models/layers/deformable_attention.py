@@ -52,7 +52,8 @@ from . import fast_attention
 from .bilinear import sample_rows, separable_position_bias
 from .common import AttentionImplMixin
 
-#: s in step 2: offsets reach at most 2 pixels of the map in each direction.
+#: s in step 2: an offset moves its reference point by at most s / 2 cells of the reference
+#: grid in each direction (cells of ``offset_stride`` pixels: about one cell for s = 2).
 OFFSET_RANGE_FACTOR = 2.0
 
 
