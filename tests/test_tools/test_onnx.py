@@ -113,11 +113,11 @@ def test_backbone_checkpoint_must_fit(tool, mini, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('config', ['configs/dat/dat-tiny_8xb128-amp_in1k.py',
-                                    'configs/datpp/datpp-tiny_8xb128-amp_in1k.py'])
+@pytest.mark.parametrize('config', ['configs/dat/dat-tiny_8xb128-amp_in1k.py'])
 def test_classifier_dynamic_size(tool, repo_root, tmp_path, capsys, config):
-    """DAT-T and DAT-T++ exported once at 224, run at three sizes (batch 1 and 2; 237 x 231
-    is not a multiple of 32) in onnxruntime, as in PyTorch."""
+    """DAT-T exported once at 224, run at three sizes (batch 1 and 2; 237 x 231 is not a
+    multiple of 32) in onnxruntime, as in PyTorch. (DAT-T++'s full classifier takes about
+    6 minutes on 2 CPU cores; DAT++ is exported with --dynamic by the mini backbone test.)"""
     out = tmp_path / 'model.onnx'
     tool.main([str(repo_root / config), '--shape', '224', '224', '--out', str(out), '--dynamic',
                '--check-shape', '256', '288', '--check-shape', '237', '231'])
