@@ -70,6 +70,9 @@ class AttentionImplMixin:
     kernels: Tuple[str, ...] = ('reference', 'sdpa')
     #: What ``'auto'`` tries by device type, best first; ``'reference'`` on types not listed.
     auto_order: Mapping[str, Tuple[str, ...]] = {'cuda': ('sdpa', 'reference')}
+    #: The kernel that ``torch.export`` traces, for any input size: the one whose views the
+    #: exporter can follow without guards on the size (equal to the others up to rounding).
+    export_kernel: str = 'reference'
 
     def can_run_reference(self, device_type: str, dtype: torch.dtype,
                           grad: bool) -> Optional[str]:
@@ -115,7 +118,9 @@ class AttentionImplMixin:
 
     def kernel_for(self, x: torch.Tensor) -> str:
         """The kernel for the input ``x`` (its device, attention dtype, and whether autograd
-        records this layer)."""
+        records this layer); :attr:`export_kernel` while ``torch.export`` traces."""
+        if torch.compiler.is_exporting():
+            return self.export_kernel
         grad = torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in self.parameters()))
         return self.kernel(x.device, attention_dtype(x), grad)

@@ -50,7 +50,7 @@ from torch.utils.checkpoint import checkpoint
 
 from . import fast_attention
 from .bilinear import sample_rows, separable_position_bias
-from .common import AttentionImplMixin
+from .common import AttentionImplMixin, is_exporting
 
 #: s in step 2: an offset moves its reference point by at most s / 2 cells of the reference
 #: grid in each direction (cells of ``offset_stride`` pixels: about one cell for s = 2).
@@ -160,9 +160,6 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
     (M, 2H_t - 1, 2W_t - 1).
     """
 
-    #: The kernel that ``torch.export`` traces, for any input size: the one whose views the
-    #: exporter can follow without guards on the size (equal to the others up to rounding).
-    export_kernel = 'reference'
     #: The SDPA kernel makes its position bias in blocks of query rows once the whole bias
     #: would have more than this many elements (B * heads * queries * keys; 2**26 is
     #: 256 MiB in fp32), and with gradients runs each block under
@@ -268,7 +265,7 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
         H, W = x.shape[1:3]
-        kernel = self.export_kernel if torch.compiler.is_exporting() else self.kernel_for(x)
+        kernel = self.kernel_for(x)
         q, k, v, positions, _ = self.attend_inputs(x, kernel)
         if kernel == 'reference':
             out = self.attention_weights(q, k, positions, H, W) @ v
@@ -312,7 +309,7 @@ class DeformableAttention(AttentionImplMixin, nn.Module):
         ys, xs = self.query_axes(height, width, positions.dtype, q.device)
         # Traced or exported (ONNX, torch.export: any size), the blocks' layout would be that
         # of the traced size: one piece.
-        if torch.jit.is_tracing() or torch.compiler.is_exporting():
+        if is_exporting():
             return self._sdpa_rows(q, k, v, keys, ys, xs)
         checkpointed = fast_attention.needs_grad(q, k, v, self.rpe_table, positions)
         rows = self.bias_rows(q.shape[0], height, width, k.shape[2], training=checkpointed)

@@ -67,7 +67,7 @@ class DeformableAttentionPlusPlus(DeformableAttention):
     Parameter names: those of :class:`.DeformableAttention`.
     """
 
-    #: See :attr:`.DeformableAttention.export_kernel` (the reference kernel's views of the
+    #: See :attr:`.AttentionImplMixin.export_kernel` (the reference kernel's views of the
     #: key grid would need guards here).
     export_kernel = 'sdpa'
 

@@ -225,8 +225,7 @@ class NeighborhoodAttention(AttentionImplMixin, nn.Module):
         qkv = self.qkv(x).reshape(B, padded_h, padded_w, 3, M, C // M)
         # The tiles' layout depends on the size; traced or exported (ONNX, torch.export, any
         # size), the gathers of the reference kernel follow the size instead.
-        kernel = 'reference' if torch.compiler.is_exporting() else self.kernel_for(x)
-        if kernel == 'sdpa':
+        if self.kernel_for(x) == 'sdpa':  # exported: the reference (export_kernel)
             q, k, v = qkv.unbind(3)
             if torch.is_grad_enabled() and not torch.compiler.is_compiling():
                 # The halos and masks are rebuilt in the backward (as flash attention
