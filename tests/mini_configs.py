@@ -14,6 +14,9 @@ DAT_ARCH_2X = dict(DAT_ARCH, depths=[2, 2, 2, 2], block_types=['LS', 'LS', 'LD',
 DAT_ARCH_AS_RELEASED = dict(DAT_ARCH, block_types=['L', 'S', 'LD', 'LD'])
 #: A DAT++ with both block kinds (N, D); its inputs need at least 33 px.
 DATPP_ARCH = dict(DAT_ARCH, groups=[1, 1, 2, 2], block_types=['N', 'D', 'ND', 'DD'])
+#: One block per stage, every block kind of the family once (the export tests).
+DAT_ARCH_1X = dict(DAT_ARCH, depths=[1, 1, 1, 1], block_types=['L', 'S', 'D', 'S'])
+DATPP_ARCH_1X = dict(DATPP_ARCH, depths=[1, 1, 1, 1], block_types=['N', 'D', 'N', 'D'])
 
 
 def as_code(settings: dict) -> str:

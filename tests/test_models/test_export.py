@@ -8,14 +8,12 @@ strides) keep this cheap; full DAT-T and DAT-T++ export the same way (docs/deplo
 """
 import pytest
 import torch
-from mini_configs import DAT_ARCH, DATPP_ARCH
+from mini_configs import DAT_ARCH_1X as SMALL_DAT
+from mini_configs import DATPP_ARCH_1X as SMALL_DATPP
 from torch.export import Dim
 
 from dat.models import DAT, DATPlusPlus
 
-#: Every block kind once per model: L, S and D (DAT), N and D (DAT++).
-SMALL_DAT = dict(DAT_ARCH, depths=[1, 1, 1, 1], block_types=['L', 'S', 'D', 'S'])
-SMALL_DATPP = dict(DATPP_ARCH, depths=[1, 1, 1, 1], block_types=['N', 'D', 'N', 'D'])
 #: batch x height x width: 224, sides that are not multiples of 32, a detection-like size.
 SIZES = [(1, 224, 224), (2, 200, 264), (1, 320, 480)]
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 from mini_configs import DAT_ARCH as ARCH
-from mini_configs import DATPP_ARCH
+from mini_configs import DAT_ARCH_1X as SMALL_DAT
+from mini_configs import DATPP_ARCH_1X as SMALL_DATPP
 
 from dat.models import DAT, DATPlusPlus
 
@@ -24,8 +25,6 @@ default_scope = 'mmseg'
 model = dict(type='EncoderDecoder', backbone={BACKBONE.replace('OUT', '(0, 1, 2, 3)')})
 """
 #: One block per stage (every kind once): what the --dynamic tests export, to stay cheap.
-SMALL_DAT = dict(ARCH, depths=[1, 1, 1, 1], block_types=['L', 'S', 'D', 'S'])
-SMALL_DATPP = dict(DATPP_ARCH, depths=[1, 1, 1, 1], block_types=['N', 'D', 'N', 'D'])
 SMALL_DENSE_CONFIGS = dict(
     dat=f"""
 default_scope = 'mmseg'
