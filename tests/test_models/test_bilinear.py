@@ -82,7 +82,11 @@ def separable_bias(table, ys, xs, keys):
     ((15, 11), (9, 13)),    # another size than the map, non-square
     ((13, 13), (5, 3)),     # a table larger than the map
 ])
-def test_separable_bias_equals_grid_sample(table_size, queries):
+@pytest.mark.parametrize('exporting', [False, True])  # True: the branch torch.export traces
+def test_separable_bias_equals_grid_sample(table_size, queries, exporting, monkeypatch):
+    asked = []
+    # Only the separable bias branches on it; the reference (grid_sample) does not.
+    monkeypatch.setattr(torch.compiler, 'is_exporting', lambda: asked.append(1) or exporting)
     torch.manual_seed(0)
     B, G, M, Nk = 2, 3, 12, 23
     table = torch.randn(M, *table_size, dtype=torch.float64, requires_grad=True)
@@ -98,6 +102,7 @@ def test_separable_bias_equals_grid_sample(table_size, queries):
     assert_f64(out, ref, 'bias')
     assert_f64(grads[0], ref_grads[0], 'table gradient')
     assert_f64(grads[1], ref_grads[1], 'positions gradient')
+    assert asked, 'the separable bias did not ask whether it is exported'
 
 
 def layer_run(layer, impl, x):
