@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args]
 # Honours GPUS (8), GPUS_PER_NODE (8), CPUS_PER_TASK (5), SRUN_ARGS and GRES (auto: --gres=gpu:
-# GPUS_PER_NODE, left out on a partition without GPUs; none: left out; see tools/slurm_gres.sh).
+# GPUS_PER_NODE, left out on a partition without GPUs; none: left out; see tools/slurm_srun.sh).
 # SIGTERM/SIGINT/SIGUSR1 stop the test cleanly, with exit status 75.
 PARTITION=$1
 JOB_NAME=$2
@@ -12,7 +12,7 @@ GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
 PY_ARGS=${@:5}
-source "$(dirname "$0")/slurm_gres.sh"
+source "$(dirname "$0")/slurm_srun.sh"
 export PYTHONPATH="$(dirname $0)/..":$PYTHONPATH
 
 # A missing config, checkpoint or dataset is one line here, before any GPU is asked for
@@ -22,12 +22,6 @@ if [ "${DATA_CHECK:-1}" != 0 ]; then
 fi
 
 set -x
-srun -p ${PARTITION} \
-    --job-name=${JOB_NAME} \
-    ${GRES_ARGS} \
-    --ntasks=${GPUS} \
-    --ntasks-per-node=${GPUS_PER_NODE} \
-    --cpus-per-task=${CPUS_PER_TASK} \
-    --kill-on-bad-exit=1 \
+srun "${SRUN_OPTS[@]}" \
     ${SRUN_ARGS} \
     python -u "$(dirname "$0")"/test.py ${CONFIG} ${CHECKPOINT} --launcher="slurm" ${PY_ARGS}

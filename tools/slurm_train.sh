@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args]
 # Honours GPUS (8), GPUS_PER_NODE (8), CPUS_PER_TASK (5), SRUN_ARGS and GRES (auto: --gres=gpu:
-# GPUS_PER_NODE, left out on a partition without GPUs; none: left out; see tools/slurm_gres.sh).
+# GPUS_PER_NODE, left out on a partition without GPUs; none: left out; see tools/slurm_srun.sh).
 #
 # Preemption (docs/faults.md): Slurm sends SIGNAL (USR1) SIGNAL_TIME (120) seconds before the
 # time limit, and scancel --signal=USR1 sends it at once; the job saves an iteration checkpoint
@@ -22,7 +22,7 @@ SIGNAL=${SIGNAL:-USR1}
 SIGNAL_TIME=${SIGNAL_TIME:-120}
 REQUEUE=${REQUEUE:-1}
 PY_ARGS=${@:5}
-source "$(dirname "$0")/slurm_gres.sh"
+source "$(dirname "$0")/slurm_srun.sh"
 export PYTHONPATH="$(dirname $0)/..":$PYTHONPATH
 export DAT_STOP_SIGNALS=${SIGNAL}
 case "$SIGNAL" in  # the name that train.py writes into WORK_DIR/stopped_by
@@ -39,13 +39,7 @@ fi
 set -x
 while true; do
     rm -f "${WORK_DIR}/stopped_by"
-    srun -p ${PARTITION} \
-        --job-name=${JOB_NAME} \
-        ${GRES_ARGS} \
-        --ntasks=${GPUS} \
-        --ntasks-per-node=${GPUS_PER_NODE} \
-        --cpus-per-task=${CPUS_PER_TASK} \
-        --kill-on-bad-exit=1 \
+    srun "${SRUN_OPTS[@]}" \
         --signal=${SIGNAL}@${SIGNAL_TIME} \
         ${SRUN_ARGS} \
         python -u "$(dirname "$0")"/train.py ${CONFIG} --work-dir=${WORK_DIR} --launcher="slurm" ${PY_ARGS}

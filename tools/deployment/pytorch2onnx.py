@@ -26,6 +26,7 @@ and checks the graph at three inputs: ``--shape`` at batch 1, then at batch 2 th
 Without a checkpoint the model keeps random weights (seed 0), enough to try the export.
 """
 import argparse
+import contextlib
 import os.path as osp
 import sys
 import warnings
@@ -112,6 +113,16 @@ def build(cfg, checkpoint: Optional[str], backbone: bool):
     return TensorMode(model).eval(), ['logits']  # normalised image -> logits
 
 
+@contextlib.contextmanager
+def exporter_warnings_off(*categories):
+    """The exporters' deprecation and user warnings (and ``categories``) off: this tool
+    checks the graph itself and prints the result."""
+    with warnings.catch_warnings():
+        for category in (DeprecationWarning, UserWarning, *categories):
+            warnings.filterwarnings('ignore', category=category)
+        yield
+
+
 def export(module: nn.Module, x: torch.Tensor, out: str, output_names: List[str],
            opset: int, dynamic: bool, legacy: bool = False):
     if legacy:
@@ -124,9 +135,7 @@ def export(module: nn.Module, x: torch.Tensor, out: str, output_names: List[str]
         side = dict(min=MIN_DYNAMIC_SIDE)
         dynamic_shapes = ({0: Dim('batch', min=1, max=1024), 2: Dim('height', **side),
                            3: Dim('width', **side)}, )
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', category=DeprecationWarning)
-        warnings.filterwarnings('ignore', category=UserWarning)
+    with exporter_warnings_off():
         program = torch.onnx.export(module, (x, ), dynamo=True, opset_version=opset,
                                     input_names=['input'], output_names=output_names,
                                     dynamic_shapes=dynamic_shapes, verbose=False)
@@ -143,10 +152,7 @@ def export_legacy(module: nn.Module, x: torch.Tensor, out: str, output_names: Li
         dynamic_axes = {name: ({0: 'batch'} if name == 'logits' else spatial)
                         for name in output_names}
         dynamic_axes['input'] = spatial
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
-        warnings.filterwarnings('ignore', category=DeprecationWarning)
-        warnings.filterwarnings('ignore', category=UserWarning)
+    with exporter_warnings_off(torch.jit.TracerWarning):
         torch.onnx.export(module, (x[:1], ), out, opset_version=opset, dynamo=False,
                           input_names=['input'], output_names=output_names,
                           dynamic_axes=dynamic_axes, do_constant_folding=True)

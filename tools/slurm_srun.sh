@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Sourced by tools/slurm_train.sh and tools/slurm_test.sh: sets GRES_ARGS, the --gres
-# argument of srun, from GRES (default auto), PARTITION and GPUS_PER_NODE.
+# Sourced by tools/slurm_train.sh and tools/slurm_test.sh: sets SRUN_OPTS, the srun options
+# that both launchers pass (partition, job name, GPUs, tasks, CPUs, kill on a bad exit), from
+# PARTITION, JOB_NAME, GPUS, GPUS_PER_NODE, CPUS_PER_TASK and GRES (default auto), whose
+# --gres argument is:
 #   GRES=auto      --gres=gpu:$GPUS_PER_NODE, unless `sinfo` lists no GPU on the partition:
 #                  there srun fails with "Invalid generic resource (gres) specification",
 #                  so --gres is left out
@@ -20,3 +22,7 @@ if [ "$GRES" = none ]; then
 else
     GRES_ARGS="--gres=${GRES}"
 fi
+
+SRUN_OPTS=(-p "${PARTITION}" --job-name="${JOB_NAME}" ${GRES_ARGS} --ntasks="${GPUS}"
+           --ntasks-per-node="${GPUS_PER_NODE}" --cpus-per-task="${CPUS_PER_TASK}"
+           --kill-on-bad-exit=1)
