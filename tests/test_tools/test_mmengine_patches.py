@@ -245,3 +245,33 @@ def test_pin_mmpretrain_dataset_meta():
             'and docs/internals.md')
     assert 'model._dataset_meta = dataset_meta' in inspect.getsource(get_model), what
     assert "'_dataset_meta'" in inspect.getsource(ImageClassificationInferencer.__init__), what
+
+
+def test_package_paths_are_looked_up_once(monkeypatch):
+    """A ``PACKAGE::`` base that several configs inherit is found by mmengine once; the
+    configs are the same as without the patches."""
+    import mmengine.config.config as mmengine_config
+    lookups = []
+    lookup = mmengine_config._get_external_cfg_path
+
+    def counted(package_path, cfg_file):
+        lookups.append(cfg_file)
+        return lookup(package_path, cfg_file)
+
+    def load_all():  # (custom_imports off: our configs' imports apply the patches)
+        return [Config.fromfile(path, import_custom_modules=False).to_dict()
+                for path in paths]
+
+    monkeypatch.setattr(mmengine_config, '_get_external_cfg_path', counted)
+    paths = [REPO_ROOT / 'configs' / 'retinanet' / name for name in (
+        'retinanet_dat-tiny_fpn_amp-1x_coco.py', 'retinanet_dat-small_fpn_amp-1x_coco.py')]
+    mmengine_patches.restore()  # mmengine's own resolver (no_leaks puts back the state)
+    expected = load_all()
+    assert len(lookups) == 8  # 4 mmdet:: bases per config
+    lookups.clear()
+    mmengine_patches.apply()
+    try:
+        assert load_all() == expected and load_all() == expected
+    finally:
+        mmengine_patches.restore()
+    assert sorted(lookups) == sorted(set(lookups)) and len(lookups) == 4
