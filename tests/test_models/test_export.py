@@ -26,9 +26,9 @@ def build(family):
     return DATPlusPlus(SMALL_DATPP, img_size=224, out_indices=(0, 1, 2, 3)).eval()
 
 
-@pytest.mark.parametrize('family', ['dat', 'datpp'])
-def test_export_free_size(family):
-    model = build(family)
+def assert_exported_equals_eager(model, num_outputs):
+    """Export ``model`` once with free batch, height and width, and run the program at
+    :data:`SIZES` against eager mode (1e-5); returns the program's outputs at each size."""
     # Batch 2: torch.export would take a batch of 1 for a constant. Sides from 64 px: below,
     # a stage is 1 pixel high or wide, which the exported views do not cover.
     example = torch.randn(2, 3, 224, 224)
@@ -36,14 +36,22 @@ def test_export_free_size(family):
             3: Dim('width', min=64, max=2048)}
     program = torch.export.export(model, (example, ), dynamic_shapes=(dims, ))
     exported = program.module()
+    outputs = []
     for batch, height, width in SIZES:
         x = torch.randn(batch, 3, height, width)
         with torch.no_grad():
             expected, got = model(x), exported(x)
-        assert len(got) == 4
+        assert len(got) == num_outputs
         for want, out in zip(expected, got):
             assert out.shape == want.shape
             torch.testing.assert_close(out, want, atol=1e-5, rtol=0)
+        outputs.append(got)
+    return outputs
+
+
+@pytest.mark.parametrize('family', ['dat', 'datpp'])
+def test_export_free_size(family):
+    assert_exported_equals_eager(build(family), num_outputs=4)
 
 
 class StagesAndLogits(torch.nn.Module):
@@ -73,16 +81,5 @@ def test_export_released_classifier_free_size(name):
     # whole network; test_attn_impl compares the kernels).
     for layer in attention_layers(model).values():
         layer.init_attention_impl(layer.export_kernel)
-    dims = {0: Dim('batch', min=1, max=64), 2: Dim('height', min=64, max=2048),
-            3: Dim('width', min=64, max=2048)}
-    program = torch.export.export(model, (torch.randn(2, 3, 224, 224), ),
-                                  dynamic_shapes=(dims, ))
-    exported = program.module()
-    for batch, height, width in SIZES:
-        x = torch.randn(batch, 3, height, width)
-        with torch.no_grad():
-            expected, got = model(x), exported(x)
-        assert [out.shape for out in got] == [want.shape for want in expected]
-        assert got[-1].shape == (batch, 1000)
-        for want, out in zip(expected, got):
-            torch.testing.assert_close(out, want, atol=1e-5, rtol=0)
+    outputs = assert_exported_equals_eager(model, num_outputs=5)
+    assert [got[-1].shape for got in outputs] == [(batch, 1000) for batch, _, _ in SIZES]
